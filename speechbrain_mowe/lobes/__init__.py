@@ -1,0 +1,1 @@
+"""Lobes: encoders, routers, the MoWE encoder, projectors and the AudioLLM."""

@@ -1,0 +1,320 @@
+"""A Hugging Face causal LM that reads audio embeddings, adapted with LoRA.
+
+A prompt is built with the tokenizer's chat template around an audio
+placeholder and split there into a prefix and a suffix; the audio embeddings
+are spliced between them::
+
+    [prefix tokens | audio embeddings | suffix tokens | answer tokens + end]
+    labels: -100 everywhere but the answer tokens and the end token
+
+Batches are right-padded for training and left-padded for generation, with
+position ids counted from each example's first real token, so an example's
+logits and generated tokens do not depend on the rest of its batch. All
+batch assembly is vectorised (one scatter per segment).
+
+Shape legend: ``b`` batch, ``t`` time, ``d`` LLM embedding width, ``v`` vocabulary.
+"""
+
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+from speechbrain.utils.data_utils import batch_pad_right
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from speechbrain_mowe.checkpointing import TrainableStateMixin
+from speechbrain_mowe.lobes.sequence import splice, to_absolute
+
+IGNORE_INDEX = -100
+#: Token ids with SpeechBrain relative lengths: ``(ids [b, t], lens [b])``.
+Tokens = Tuple[torch.Tensor, torch.Tensor]
+
+
+class AudioLLMOutput(NamedTuple):
+    """Training forward result.
+
+    logits : torch.Tensor
+        ``[b, t, v]``.
+    loss : torch.Tensor
+        Mean cross-entropy over answer tokens.
+    labels : torch.Tensor
+        ``[b, t]`` targets aligned with ``logits`` inputs (-100 = ignored).
+    """
+
+    logits: torch.Tensor
+    loss: torch.Tensor
+    labels: torch.Tensor
+
+
+class AudioLLM(TrainableStateMixin, nn.Module):
+    """A causal LM with LoRA adapters that takes audio embeddings in its prompt.
+
+    Arguments
+    ---------
+    source : str
+        Local directory or hub name of the LLM and its tokenizer.
+    lora_rank : int
+        LoRA rank; 0 for no adapters.
+    lora_alpha : float
+        LoRA scaling numerator (scale = alpha / rank).
+    lora_dropout : float
+        Dropout on the LoRA branch.
+    lora_target_modules : sequence of str
+        Names of the linear layers that get adapters (e.g. ``q_proj``,
+        ``v_proj``, or ``all-linear``).
+    freeze_llm : bool
+        Freeze the LLM's own weights (LoRA still trains).
+    audio_placeholder : str
+        Marker of the audio position in the user message; it must not occur
+        in instructions.
+    user_template : str
+        The user message, with ``{audio}`` and ``{instruction}`` fields.
+    system_prompt : str, optional
+        A system message put before the user message.
+    chat_template : str, optional
+        A Jinja chat template overriding the tokenizer's.
+    end_token : str, optional
+        Token that ends an answer (and generation); the tokenizer's EOS by
+        default. Chat models whose turns end with a dedicated token (e.g.
+        ``<|im_end|>``) may name it here.
+    dtype : torch.dtype, optional
+        Dtype the LLM weights are loaded in.
+
+    Example
+    -------
+    >>> llm = AudioLLM("HuggingFaceTB/SmolLM2-135M-Instruct", lora_rank=8)  # doctest: +SKIP
+    >>> prefix, suffix = llm.tokenize_prompts(["Transcribe the audio."])  # doctest: +SKIP
+    >>> audio = torch.randn(1, 20, llm.embedding_dim)  # doctest: +SKIP
+    >>> llm.generate(audio, torch.ones(1), prefix, suffix, max_new_tokens=5)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        lora_rank: int = 8,
+        lora_alpha: float = 32,
+        lora_dropout: float = 0.05,
+        lora_target_modules: Sequence[str] = ("q_proj", "v_proj"),
+        freeze_llm: bool = True,
+        audio_placeholder: str = "<audio>",
+        user_template: str = "{audio}\n{instruction}",
+        system_prompt: Optional[str] = None,
+        chat_template: Optional[str] = None,
+        end_token: Optional[str] = None,
+        dtype: Optional[torch.dtype] = None,
+    ):
+        super().__init__()
+        self.source = source
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        if chat_template is not None:
+            self.tokenizer.chat_template = chat_template
+        if not self.tokenizer.chat_template:
+            raise ValueError(
+                f"the tokenizer at '{source}' has no chat template; pass chat_template="
+            )
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        end_token = end_token or self.tokenizer.eos_token
+        self.end_token_id = self.tokenizer.convert_tokens_to_ids(end_token)
+        if self.end_token_id is None or self.end_token_id == self.tokenizer.unk_token_id:
+            raise ValueError(f"end token {end_token!r} is not in the vocabulary of '{source}'")
+        self.audio_placeholder = audio_placeholder
+        self.user_template = user_template
+        self.system_prompt = system_prompt
+
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        if freeze_llm:
+            model.requires_grad_(False)
+        if lora_rank > 0:
+            from peft import LoraConfig, get_peft_model
+
+            config = LoraConfig(
+                r=lora_rank,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
+                target_modules=(
+                    lora_target_modules
+                    if isinstance(lora_target_modules, str)
+                    else list(lora_target_modules)
+                ),
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, config)
+            if not freeze_llm:
+                model.requires_grad_(True)
+        self.model = model
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width ``d`` of the LLM's input embeddings."""
+        return self.model.get_input_embeddings().embedding_dim
+
+    def tokenize_prompt(self, instruction: str) -> Tuple[List[int], List[int]]:
+        """Token ids of the prompt before and after the audio.
+
+        Arguments
+        ---------
+        instruction : str
+            The task instruction ("Transcribe the audio.").
+
+        Returns
+        -------
+        prefix, suffix : list of int
+            The chat-templated user turn (with the generation prompt) cut at
+            the audio placeholder.
+        """
+        if self.audio_placeholder in instruction:
+            raise ValueError(
+                f"instruction {instruction!r} contains the audio placeholder "
+                f"{self.audio_placeholder!r}"
+            )
+        messages = [] if self.system_prompt is None else [
+            {"role": "system", "content": self.system_prompt}
+        ]
+        user = self.user_template.format(audio=self.audio_placeholder, instruction=instruction)
+        messages.append({"role": "user", "content": user})
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        parts = text.split(self.audio_placeholder)
+        if len(parts) != 2:
+            raise ValueError(
+                f"the chat template rendered the audio placeholder {len(parts) - 1} times "
+                f"(expected once): {text!r}"
+            )
+        encode = lambda part: self.tokenizer(part, add_special_tokens=False)["input_ids"]  # noqa: E731
+        return encode(parts[0]), encode(parts[1])
+
+    def tokenize_answer(self, answer: str) -> List[int]:
+        """Token ids of an answer followed by the end token."""
+        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        return ids + [self.end_token_id]
+
+    def tokenize_prompts(self, instructions: Sequence[str]) -> Tuple[Tokens, Tokens]:
+        """Padded prefix and suffix tokens for a batch of instructions."""
+        pairs = [self.tokenize_prompt(text) for text in instructions]
+        return (
+            self._pad([prefix for prefix, _ in pairs]),
+            self._pad([suffix for _, suffix in pairs]),
+        )
+
+    def tokenize_answers(self, answers: Sequence[str]) -> Tokens:
+        """Padded answer tokens for a batch."""
+        return self._pad([self.tokenize_answer(text) for text in answers])
+
+    def _pad(self, sequences: Sequence[List[int]]) -> Tokens:
+        tensors = [torch.tensor(ids, dtype=torch.long) for ids in sequences]
+        return batch_pad_right(tensors, value=self.tokenizer.pad_token_id)
+
+    def _assemble(self, audio_embeds, audio_lens, prefix, suffix, answer, left_pad):
+        """Input embeddings, attention mask, positions and labels of a batch."""
+        embed = self.model.get_input_embeddings()
+        device = embed.weight.device
+        audio = (
+            audio_embeds.to(device=device, dtype=embed.weight.dtype),
+            to_absolute(audio_lens, audio_embeds.shape[1]).to(device),
+        )
+        text = [
+            (ids.to(device), to_absolute(lens, ids.shape[1]).to(device))
+            for ids, lens in ([prefix, suffix] if answer is None else [prefix, suffix, answer])
+        ]
+        segments = [text[0], audio, *text[1:]]
+        embedded = [(embed(x) if x.dtype == torch.long else x, lens) for x, lens in segments]
+        embeds, mask, _ = splice(embedded, left_pad=left_pad)
+        labels = None
+        if answer is not None:
+            ignored = [
+                (torch.full(x.shape[:2], IGNORE_INDEX, device=device), lens)
+                for x, lens in segments[:-1]
+            ]
+            labels, _, _ = splice([*ignored, text[-1]], fill=IGNORE_INDEX)
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+        return embeds, mask.long(), positions, labels
+
+    def forward(
+        self,
+        audio_embeds: torch.Tensor,
+        audio_lens: torch.Tensor,
+        prefix: Tokens,
+        suffix: Tokens,
+        answer: Tokens,
+    ) -> AudioLLMOutput:
+        """Teacher-forced logits and the answer cross-entropy.
+
+        Arguments
+        ---------
+        audio_embeds : torch.Tensor
+            ``[b, t, d]`` projected audio.
+        audio_lens : torch.Tensor
+            ``[b]`` relative lengths.
+        prefix, suffix, answer : (torch.Tensor, torch.Tensor)
+            Token ids ``[b, t]`` with relative lengths, as made by
+            :meth:`tokenize_prompts` and :meth:`tokenize_answers` (or
+            SpeechBrain's ``PaddedBatch``).
+        """
+        embeds, mask, positions, labels = self._assemble(
+            audio_embeds, audio_lens, prefix, suffix, answer, left_pad=False
+        )
+        logits = self.model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions
+        ).logits
+        loss = nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(),
+            labels[:, 1:].flatten(),
+            ignore_index=IGNORE_INDEX,
+        )
+        return AudioLLMOutput(logits, loss, labels)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        audio_embeds: torch.Tensor,
+        audio_lens: torch.Tensor,
+        prefix: Tokens,
+        suffix: Tokens,
+        max_new_tokens: int = 128,
+        num_beams: int = 1,
+        **generate_kwargs,
+    ) -> List[List[int]]:
+        """Batched decoding with left padding and the KV cache.
+
+        Arguments
+        ---------
+        audio_embeds, audio_lens, prefix, suffix
+            As in :meth:`forward`.
+        max_new_tokens : int
+            Longest answer.
+        num_beams : int
+            1 for greedy search, more for beam search.
+        **generate_kwargs
+            Passed to ``transformers``' ``generate``.
+
+        Returns
+        -------
+        list of list of int
+            The answer tokens of each example, without the end token.
+        """
+        embeds, mask, _, _ = self._assemble(
+            audio_embeds, audio_lens, prefix, suffix, None, left_pad=True
+        )
+        out = self.model.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            do_sample=False,
+            eos_token_id=self.end_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **generate_kwargs,
+        )
+        hypotheses = []
+        for row in out.tolist():
+            if self.end_token_id in row:
+                row = row[: row.index(self.end_token_id)]
+            hypotheses.append(row)
+        return hypotheses
+
+    def decode(self, hypotheses: Sequence[Sequence[int]]) -> List[str]:
+        """Token ids to text, special tokens dropped."""
+        return self.tokenizer.batch_decode(hypotheses, skip_special_tokens=True)

@@ -1,0 +1,174 @@
+"""Tiny randomly initialised checkpoints, saved like real ones.
+
+With no model hub at hand (tests, CI, a first run on a laptop), these build
+a byte-level BPE tokenizer with a chat template, a small causal LM and a small
+Whisper, and ``save_pretrained`` them to a directory, so that they are loaded
+back through exactly the ``from_pretrained`` path real checkpoints take.
+"""
+
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>{{ message['content'] }}<|end|>"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+SPECIAL_TOKENS = ["<unk>", "<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+DEFAULT_CORPUS = (
+    "transcribe the audio . translate the speech into german . describe the sound .",
+    "what emotion does the speaker express ? neutral happy angry sad",
+    "the quick brown fox jumps over the lazy dog . der schnelle braune fuchs springt .",
+    "a bird chirps while a dog barks in the distance and a car passes by",
+    "one two three four five six seven eight nine ten",
+)
+
+
+def make_tiny_tokenizer(save_dir: str, corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 300):
+    """Trains a byte-level BPE tokenizer with a chat template and saves it.
+
+    Any text round-trips through it (bytes are in the base alphabet).
+
+    Arguments
+    ---------
+    save_dir : str
+        Output directory.
+    corpus : iterable of str
+        Training text for the merges.
+    vocab_size : int
+        Vocabulary size.
+
+    Returns
+    -------
+    transformers.PreTrainedTokenizerFast
+
+    Example
+    -------
+    >>> import tempfile
+    >>> tok = make_tiny_tokenizer(tempfile.mkdtemp())
+    >>> tok.decode(tok("Grüße, 東京!")["input_ids"])
+    'Grüße, 東京!'
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(list(corpus), trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        additional_special_tokens=SPECIAL_TOKENS[4:],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(save_dir)
+    return tokenizer
+
+
+def make_tiny_llm(
+    save_dir: str,
+    family: str = "llama",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    corpus: Iterable[str] = DEFAULT_CORPUS,
+    vocab_size: int = 300,
+    seed: int = 0,
+) -> str:
+    """Saves a tiny random causal LM (``llama`` or ``qwen2``) and its tokenizer.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from transformers import AutoModelForCausalLM
+    >>> path = make_tiny_llm(tempfile.mkdtemp(), family="qwen2")
+    >>> AutoModelForCausalLM.from_pretrained(path).config.model_type
+    'qwen2'
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    families = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+    if family not in families:
+        raise ValueError(f"family must be one of {sorted(families)}, got '{family}'")
+    tokenizer = make_tiny_tokenizer(save_dir, corpus, vocab_size)
+    config_class, model_class = families[family]
+    config = config_class(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model_class(config).save_pretrained(save_dir)
+    return str(save_dir)
+
+
+def make_tiny_whisper(
+    save_dir: str,
+    d_model: int = 64,
+    num_layers: int = 2,
+    max_seconds: float = 30.0,
+    seed: int = 0,
+) -> str:
+    """Saves a tiny random Whisper (encoder and decoder) with its feature extractor.
+
+    Arguments
+    ---------
+    save_dir : str
+        Output directory.
+    d_model : int
+        Width.
+    num_layers : int
+        Encoder (and decoder) layers.
+    max_seconds : float
+        Encoder window (30 s as in Whisper); shorter windows make long-input
+        tests cheap.
+    seed : int
+        Initialisation seed.
+    """
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    positions = int(round(max_seconds * 50))
+    config = WhisperConfig(
+        vocab_size=64,
+        num_mel_bins=80,
+        d_model=d_model,
+        encoder_layers=num_layers,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=2 * d_model,
+        decoder_ffn_dim=2 * d_model,
+        max_source_positions=positions,
+        max_target_positions=32,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        WhisperModel(config).save_pretrained(save_dir)
+    WhisperFeatureExtractor(feature_size=80, chunk_length=max_seconds).save_pretrained(save_dir)
+    return str(save_dir)
