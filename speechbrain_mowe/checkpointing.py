@@ -43,14 +43,10 @@ class TrainableStateMixin:
     def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
         """Trainable parameters and extra states, detached."""
         state = {
-            name: param.detach()
-            for name, param in self.named_parameters()
-            if param.requires_grad
+            name: param.detach() for name, param in self.named_parameters() if param.requires_grad
         }
         state.update(
-            (name, value)
-            for name, value in self.state_dict().items()
-            if name.endswith(EXTRA_STATE)
+            (name, value) for name, value in self.state_dict().items() if name.endswith(EXTRA_STATE)
         )
         return state
 

@@ -103,9 +103,7 @@ class Registry:
         """The factory bound to ``name``; KeyError lists the valid names."""
         self.discover()
         if name not in self._factories:
-            raise KeyError(
-                f"Unknown {self.kind} '{name}'. Valid names: {', '.join(self.names())}"
-            )
+            raise KeyError(f"Unknown {self.kind} '{name}'. Valid names: {', '.join(self.names())}")
         return self._factories[name]
 
     def build(self, name: str, **kwargs: Any) -> Any:

@@ -6,7 +6,6 @@ Whisper, and ``save_pretrained`` them to a directory, so that they are loaded
 back through exactly the ``from_pretrained`` path real checkpoints take.
 """
 
-from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -18,7 +17,16 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
-SPECIAL_TOKENS = ["<unk>", "<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+SPECIAL_TOKENS = [
+    "<unk>",
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
+]
 DEFAULT_CORPUS = (
     "transcribe the audio . translate the speech into german . describe the sound .",
     "what emotion does the speaker express ? neutral happy angry sad",
@@ -28,7 +36,9 @@ DEFAULT_CORPUS = (
 )
 
 
-def make_tiny_tokenizer(save_dir: str, corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 300):
+def make_tiny_tokenizer(
+    save_dir: str, corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 300
+):
     """Trains a byte-level BPE tokenizer with a chat template and saves it.
 
     Any text round-trips through it (bytes are in the base alphabet).
@@ -128,7 +138,7 @@ def make_tiny_whisper(
     save_dir: str,
     d_model: int = 64,
     num_layers: int = 2,
-    max_seconds: float = 30.0,
+    max_seconds: int = 30,
     seed: int = 0,
 ) -> str:
     """Saves a tiny random Whisper (encoder and decoder) with its feature extractor.
@@ -141,15 +151,15 @@ def make_tiny_whisper(
         Width.
     num_layers : int
         Encoder (and decoder) layers.
-    max_seconds : float
-        Encoder window (30 s as in Whisper); shorter windows make long-input
+    max_seconds : int
+        Encoder window in seconds (30 as in Whisper); shorter windows make long-input
         tests cheap.
     seed : int
         Initialisation seed.
     """
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
-    positions = int(round(max_seconds * 50))
+    positions = max_seconds * 50
     config = WhisperConfig(
         vocab_size=64,
         num_mel_bins=80,

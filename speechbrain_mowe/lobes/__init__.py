@@ -1,1 +1,53 @@
-"""Lobes: encoders, routers, the MoWE encoder, projectors and the AudioLLM."""
+"""Lobes: plain ``nn.Module`` building blocks usable in any SpeechBrain pipeline.
+
+Importing this package registers the built-in encoders by name.
+"""
+
+from speechbrain_mowe.lobes.audio_llm import AudioLLM, AudioLLMOutput
+from speechbrain_mowe.lobes.encoders import ENCODERS, AudioEncoder, TinyConvEncoder, build_encoder
+from speechbrain_mowe.lobes.mowe import MoWEEncoder, MoWEOutput
+from speechbrain_mowe.lobes.pretrained_encoders import (
+    BEATsEncoder,
+    HuBERTEncoder,
+    SSLEncoder,
+    Wav2Vec2Encoder,
+    WavLMEncoder,
+    WhisperEncoder,
+)
+from speechbrain_mowe.lobes.projectors import (
+    FrameStackProjector,
+    SequenceCNNProjector,
+    WindowQFormerProjector,
+)
+from speechbrain_mowe.lobes.routers import (
+    DataDependentRouter,
+    DataIndependentRouter,
+    HybridRouter,
+    Router,
+    Routing,
+)
+
+__all__ = [
+    "ENCODERS",
+    "AudioEncoder",
+    "AudioLLM",
+    "AudioLLMOutput",
+    "BEATsEncoder",
+    "DataDependentRouter",
+    "DataIndependentRouter",
+    "FrameStackProjector",
+    "HuBERTEncoder",
+    "HybridRouter",
+    "MoWEEncoder",
+    "MoWEOutput",
+    "Router",
+    "Routing",
+    "SSLEncoder",
+    "SequenceCNNProjector",
+    "TinyConvEncoder",
+    "Wav2Vec2Encoder",
+    "WavLMEncoder",
+    "WhisperEncoder",
+    "WindowQFormerProjector",
+    "build_encoder",
+]

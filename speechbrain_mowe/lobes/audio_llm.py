@@ -169,9 +169,11 @@ class AudioLLM(TrainableStateMixin, nn.Module):
                 f"instruction {instruction!r} contains the audio placeholder "
                 f"{self.audio_placeholder!r}"
             )
-        messages = [] if self.system_prompt is None else [
-            {"role": "system", "content": self.system_prompt}
-        ]
+        messages = (
+            []
+            if self.system_prompt is None
+            else [{"role": "system", "content": self.system_prompt}]
+        )
         user = self.user_template.format(audio=self.audio_placeholder, instruction=instruction)
         messages.append({"role": "user", "content": user})
         text = self.tokenizer.apply_chat_template(

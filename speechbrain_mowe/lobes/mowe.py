@@ -187,13 +187,15 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
         if self.router is None:
             routing = None
             gates = base_feats.new_ones(batch, self.num_experts)
+            selected = gates.bool()
         else:
             routing = self.router(masked_mean(base_feats, base_frames), task_ids, batch)
             gates = routing.gates
+            selected = torch.zeros_like(gates, dtype=torch.bool).scatter(1, routing.experts, True)
         blocks = self.num_experts if self.weak_fusion == "concat" else 1
         weak = base_feats.new_zeros(batch, base_feats.shape[1], blocks, self.weak_dim)
         for index in range(self.num_experts):
-            rows = (gates[:, index] != 0).nonzero(as_tuple=True)[0]
+            rows = selected[:, index].nonzero(as_tuple=True)[0]
             if rows.numel() == 0:
                 continue
             feats = self.expert_features(

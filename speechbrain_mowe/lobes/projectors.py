@@ -60,7 +60,9 @@ class FrameStackProjector(nn.Module):
     (torch.Size([2, 3, 16]), tensor([1.0000, 0.6667]))
     """
 
-    def __init__(self, input_dim: int, output_dim: int, stack: int = 5, hidden_dim: Optional[int] = None):
+    def __init__(
+        self, input_dim: int, output_dim: int, stack: int = 5, hidden_dim: Optional[int] = None
+    ):
         super().__init__()
         self.stack = stack
         self.mlp = _mlp(input_dim * stack, hidden_dim or output_dim, output_dim)
@@ -70,7 +72,9 @@ class FrameStackProjector(nn.Module):
         batch, frames, dim = feats.shape
         valid = to_absolute(lens, frames).to(feats.device)
         steps = math.ceil(frames / self.stack)
-        feats = nn.functional.pad(zero_padding(feats, valid), (0, 0, 0, steps * self.stack - frames))
+        feats = nn.functional.pad(
+            zero_padding(feats, valid), (0, 0, 0, steps * self.stack - frames)
+        )
         out_lens = -torch.div(-valid, self.stack, rounding_mode="floor")
         out = self.mlp(feats.reshape(batch, steps, self.stack * dim))
         return zero_padding(out, out_lens), to_relative(out_lens, steps)
@@ -101,7 +105,9 @@ class SequenceCNNProjector(nn.Module):
     (torch.Size([2, 3, 16]), tensor([1.0000, 0.6667]))
     """
 
-    def __init__(self, input_dim: int, output_dim: int, downsample: int = 8, hidden_dim: Optional[int] = None):
+    def __init__(
+        self, input_dim: int, output_dim: int, downsample: int = 8, hidden_dim: Optional[int] = None
+    ):
         super().__init__()
         if downsample < 1:
             raise ValueError(f"downsample must be >= 1, got {downsample}")

@@ -193,7 +193,9 @@ class DataDependentRouter(Router):
     torch.Size([5, 2])
     """
 
-    def __init__(self, input_dim: int, num_experts: int, hidden_dim: Optional[int] = None, **kwargs):
+    def __init__(
+        self, input_dim: int, num_experts: int, hidden_dim: Optional[int] = None, **kwargs
+    ):
         super().__init__(num_experts, **kwargs)
         if hidden_dim is None:
             self.net = nn.Linear(input_dim, num_experts)
