@@ -96,9 +96,14 @@ def make_tiny_llm(
     num_layers: int = 2,
     corpus: Iterable[str] = DEFAULT_CORPUS,
     vocab_size: int = 300,
+    init_std: float = 0.2,
     seed: int = 0,
 ) -> str:
     """Saves a tiny random causal LM (``llama`` or ``qwen2``) and its tokenizer.
+
+    ``init_std`` is ten times transformers' default: with the default, a
+    frozen random output layer cannot express a peaked distribution, so
+    LoRA and the projector could not teach it any answer.
 
     Example
     -------
@@ -127,6 +132,7 @@ def make_tiny_llm(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        initializer_range=init_std,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)

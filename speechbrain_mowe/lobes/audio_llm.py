@@ -82,10 +82,15 @@ class AudioLLM(TrainableStateMixin, nn.Module):
 
     Example
     -------
-    >>> llm = AudioLLM("HuggingFaceTB/SmolLM2-135M-Instruct", lora_rank=8)  # doctest: +SKIP
-    >>> prefix, suffix = llm.tokenize_prompts(["Transcribe the audio."])  # doctest: +SKIP
-    >>> audio = torch.randn(1, 20, llm.embedding_dim)  # doctest: +SKIP
-    >>> llm.generate(audio, torch.ones(1), prefix, suffix, max_new_tokens=5)  # doctest: +SKIP
+    >>> import tempfile
+    >>> from speechbrain_mowe.tiny import make_tiny_llm
+    >>> path = make_tiny_llm(tempfile.mkdtemp())  # or a hub name
+    >>> llm = AudioLLM(path, lora_rank=8).eval()
+    >>> prefix, suffix = llm.tokenize_prompts(["Transcribe the audio."])
+    >>> audio = torch.randn(1, 20, llm.embedding_dim)
+    >>> tokens = llm.generate(audio, torch.ones(1), prefix, suffix, max_new_tokens=5)
+    >>> len(tokens), len(tokens[0]) <= 5
+    (1, True)
     """
 
     def __init__(

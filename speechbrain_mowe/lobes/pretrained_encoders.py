@@ -54,10 +54,13 @@ class WhisperEncoder(AudioEncoder):
 
     Example
     -------
-    >>> enc = WhisperEncoder("openai/whisper-tiny", mode="variable")  # doctest: +SKIP
-    >>> feats, lens = enc(torch.randn(2, 32000), torch.tensor([1.0, 0.5]))  # doctest: +SKIP
-    >>> feats.shape  # doctest: +SKIP
-    torch.Size([2, 100, 384])
+    >>> import tempfile
+    >>> from speechbrain_mowe.tiny import make_tiny_whisper
+    >>> path = make_tiny_whisper(tempfile.mkdtemp())  # or "openai/whisper-large-v3"
+    >>> enc = WhisperEncoder(path, mode="variable")
+    >>> feats, lens = enc(torch.randn(2, 32000), torch.tensor([1.0, 0.5]))
+    >>> feats.shape, lens
+    (torch.Size([2, 100, 64]), tensor([1.0000, 0.5000]))
     """
 
     def __init__(

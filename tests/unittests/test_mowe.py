@@ -61,7 +61,9 @@ def test_sparse_routing_equals_dense_reference(top_k):
     # each expert ran once, on exactly the examples that chose it; unchosen experts never ran
     expected_calls = [(e, int(chosen[:, e].sum())) for e in range(3) if chosen[:, e].any()]
     assert calls == expected_calls
-    assert sum(n for _, n in calls) == 6 * top_k < 6 * 3  # sparse: not every expert on every example
+    assert (
+        sum(n for _, n in calls) == 6 * top_k < 6 * 3
+    )  # sparse: not every expert on every example
 
     # dense reference: every expert on every example, unselected gates zeroed
     base, base_lens = mowe.base(batch, rel_lens)

@@ -70,9 +70,7 @@ def test_data_independent_router_is_task_conditioned():
 def test_hybrid_router_sums_both_logits():
     router = HybridRouter(4, 3, num_tasks=2).eval()
     summary, tasks = torch.randn(5, 4), torch.tensor([0, 1, 0, 1, 1])
-    expected = router.independent.logits(None, tasks, 5) + router.dependent.logits(
-        summary, None, 5
-    )
+    expected = router.independent.logits(None, tasks, 5) + router.dependent.logits(summary, None, 5)
     torch.testing.assert_close(router(summary, tasks).probs, expected.softmax(-1))
     with pytest.raises(ValueError, match="needs the pooled base features"):
         router(None, tasks)

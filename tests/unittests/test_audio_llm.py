@@ -1,0 +1,180 @@
+import pytest
+import torch
+
+from speechbrain_mowe.lobes import (
+    AudioLLM,
+    DataDependentRouter,
+    MoWEEncoder,
+    SequenceCNNProjector,
+    TinyConvEncoder,
+    WhisperEncoder,
+)
+from speechbrain_mowe.lobes.audio_llm import IGNORE_INDEX
+
+INSTRUCTIONS = [
+    "transcribe the audio .",
+    "translate the speech into german .",
+    "describe the sound .",
+    "what emotion does the speaker express ? answer with one word",
+    "transcribe .",
+    "describe the sound in detail , mentioning every event you hear , in order .",
+]
+
+
+def _randomise_lora(llm, seed=0):
+    """LoRA B starts at zero (a no-op); give the adapters real weights."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in llm.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+
+
+@pytest.fixture(params=["llama", "qwen"])
+def llm_dir(request, llama_dir, qwen_dir):
+    return {"llama": llama_dir, "qwen": qwen_dir}[request.param]
+
+
+def test_prompt_is_cut_at_the_placeholder(llama_dir):
+    llm = AudioLLM(llama_dir)
+    prefix, suffix = llm.tokenize_prompt("describe the sound .")
+    decode = llm.tokenizer.decode
+    assert decode(prefix) == "<s><|user|>"
+    assert decode(suffix) == "\ndescribe the sound .<|end|><|assistant|>"
+    answer = llm.tokenize_answer("a dog barks")
+    assert answer[-1] == llm.tokenizer.eos_token_id
+    assert decode(answer[:-1]) == "a dog barks"
+    with pytest.raises(ValueError, match="contains the audio placeholder"):
+        llm.tokenize_prompt("listen to <audio>")
+
+
+def test_training_batch_matches_per_example_construction(llm_dir):
+    llm = AudioLLM(llm_dir, lora_rank=4, lora_dropout=0.0).eval()
+    _randomise_lora(llm)
+    prefix, suffix = llm.tokenize_prompts(INSTRUCTIONS[:3])
+    answer = llm.tokenize_answers(["one two", "eins zwei drei vier", "a bird"])
+    audio_frames = torch.tensor([7, 3, 5])
+    audio = torch.randn(3, 7, llm.embedding_dim)
+    out = llm(audio, audio_frames / 7, prefix, suffix, answer)
+    embed = llm.model.get_input_embeddings()
+    losses = []
+    for i in range(3):
+        p = prefix[0][i, : int(round(float(prefix[1][i]) * prefix[0].shape[1]))]
+        s = suffix[0][i, : int(round(float(suffix[1][i]) * suffix[0].shape[1]))]
+        a = answer[0][i, : int(round(float(answer[1][i]) * answer[0].shape[1]))]
+        inputs = torch.cat([embed(p), audio[i, : audio_frames[i]], embed(s), embed(a)])
+        labels = torch.cat([torch.full((len(p) + int(audio_frames[i]) + len(s),), -100), a])
+        n = len(inputs)
+        torch.testing.assert_close(out.labels[i, :n], labels, rtol=0, atol=0)
+        assert torch.all(out.labels[i, n:] == IGNORE_INDEX)
+        logits = llm.model(inputs_embeds=inputs[None]).logits[0]
+        torch.testing.assert_close(out.logits[i, :n], logits, atol=1e-4, rtol=0)
+        losses.append(torch.nn.functional.cross_entropy(logits[:-1], labels[1:], reduction="sum"))
+    total_answer_tokens = int((out.labels != IGNORE_INDEX).sum())
+    assert total_answer_tokens == int(torch.round(answer[1] * answer[0].shape[1]).sum())
+    torch.testing.assert_close(out.loss, sum(losses) / total_answer_tokens, atol=1e-5, rtol=0)
+
+
+def test_gradients_reach_lora_only(llama_dir):
+    llm = AudioLLM(llama_dir, lora_rank=4)
+    prefix, suffix = llm.tokenize_prompts(INSTRUCTIONS[:2])
+    answer = llm.tokenize_answers(["one", "two"])
+    audio = torch.randn(2, 4, llm.embedding_dim, requires_grad=True)
+    llm(audio, torch.ones(2), prefix, suffix, answer).loss.backward()
+    for name, param in llm.named_parameters():
+        assert (param.grad is not None) == ("lora_" in name), name
+    assert audio.grad is not None and audio.grad.abs().sum() > 0
+
+
+def _pipeline(whisper_dir, llm_dir):
+    torch.manual_seed(0)
+    base = WhisperEncoder(whisper_dir, mode="variable")
+    pool = [
+        TinyConvEncoder(channels=(16, 24), strides=(2, 2)),
+        TinyConvEncoder(n_mels=24, strides=(2, 2, 2)),
+    ]
+    mowe = MoWEEncoder(base, pool, DataDependentRouter(base.output_dim, 2), weak_dim=16)
+    llm = AudioLLM(llm_dir, lora_rank=4)
+    _randomise_lora(llm)
+    projector = SequenceCNNProjector(mowe.output_dim, llm.embedding_dim, downsample=4)
+    return mowe.eval(), projector.eval(), llm.eval()
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generation_is_batch_invariant(whisper_dir, llm_dir, num_beams):
+    mowe, projector, llm = _pipeline(whisper_dir, llm_dir)
+    gen = torch.Generator().manual_seed(3)
+    samples = torch.tensor([16000, 4000, 11000, 7200, 2400, 13600])
+    wavs = torch.randn(6, 16000, generator=gen) * 0.1 * (torch.arange(16000) < samples[:, None])
+
+    def answer(wavs, wav_lens, instructions):
+        out = mowe(wavs, wav_lens)
+        audio, audio_lens = projector(out.feats, out.lens)
+        prefix, suffix = llm.tokenize_prompts(instructions)
+        return llm.generate(
+            audio, audio_lens, prefix, suffix, max_new_tokens=10, num_beams=num_beams
+        )
+
+    batched = answer(wavs, samples / 16000, INSTRUCTIONS)
+    alone = [
+        answer(wavs[i : i + 1, : samples[i]], torch.ones(1), INSTRUCTIONS[i : i + 1])[0]
+        for i in range(6)
+    ]
+    assert batched == alone
+    assert all(len(tokens) > 0 for tokens in batched)
+    assert len(set(map(tuple, batched))) > 1, "different inputs should give different outputs"
+
+
+def test_generation_stops_at_the_end_token(llama_dir):
+    llm = AudioLLM(llama_dir, lora_rank=0).eval()
+    with torch.no_grad():  # make the end token the most likely next token everywhere
+        head = llm.model.get_output_embeddings()
+        head.weight.zero_()
+        head.weight[llm.end_token_id] = 1.0
+        llm.model.get_input_embeddings().weight.fill_(1.0)
+    prefix, suffix = llm.tokenize_prompts(INSTRUCTIONS[:2])
+    assert llm.generate(torch.ones(2, 3, 64), torch.ones(2), prefix, suffix) == [[], []]
+
+
+def test_lora_adapters_reload_into_a_fresh_model(tmp_path, llama_dir):
+    llm = AudioLLM(llama_dir, lora_rank=4, lora_target_modules=["q_proj", "v_proj", "down_proj"])
+    _randomise_lora(llm, seed=1)
+    llm.eval()
+    path = tmp_path / "llm.ckpt"
+    llm._save_trainable(path)
+    saved = torch.load(path)
+    trainable = {name for name, p in llm.named_parameters() if p.requires_grad}
+    assert set(saved) == trainable and all("lora_" in name for name in saved)
+    assert len(saved) == 2 * 3 * 2  # A and B, 3 targets, 2 layers
+
+    prefix, suffix = llm.tokenize_prompts(INSTRUCTIONS[:2])
+    answer = llm.tokenize_answers(["one two", "three"])
+    audio = torch.randn(2, 5, 64)
+    expected = llm(audio, torch.tensor([1.0, 0.6]), prefix, suffix, answer).logits
+
+    fresh = AudioLLM(llama_dir, lora_rank=4, lora_target_modules=["q_proj", "v_proj", "down_proj"])
+    fresh.eval()
+    before = fresh(audio, torch.tensor([1.0, 0.6]), prefix, suffix, answer).logits
+    assert not torch.allclose(before, expected)
+    fresh._load_trainable(path)
+    after = fresh(audio, torch.tensor([1.0, 0.6]), prefix, suffix, answer).logits
+    assert torch.equal(after, expected)
+
+    other = AudioLLM(llama_dir, lora_rank=4, lora_target_modules=["q_proj"])
+    with pytest.raises(KeyError, match="unknown to AudioLLM"):
+        other._load_trainable(path)
+
+
+def test_missing_chat_template_is_a_clear_error(tmp_path, llama_dir):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    target = tmp_path / "llm"
+    shutil.copytree(llama_dir, target)
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    tokenizer.chat_template = None
+    (target / "chat_template.jinja").unlink(missing_ok=True)
+    tokenizer.save_pretrained(target)
+    with pytest.raises(ValueError, match="has no chat template"):
+        AudioLLM(str(target))
