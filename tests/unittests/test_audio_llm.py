@@ -178,3 +178,23 @@ def test_missing_chat_template_is_a_clear_error(tmp_path, llama_dir):
     tokenizer.save_pretrained(target)
     with pytest.raises(ValueError, match="has no chat template"):
         AudioLLM(str(target))
+
+
+def test_pipeline_gradients_reach_trainable_parts_only(whisper_dir, llama_dir):
+    mowe, projector, llm = _pipeline(whisper_dir, llama_dir)
+    mowe.train(), projector.train(), llm.train()
+    wavs = torch.randn(3, 8000) * 0.1
+    out = mowe(wavs, torch.tensor([1.0, 0.8, 0.5]))
+    audio, audio_lens = projector(out.feats, out.lens)
+    prefix, suffix = llm.tokenize_prompts(INSTRUCTIONS[:3])
+    answer = llm.tokenize_answers(["one", "two", "three"])
+    loss = llm(audio, audio_lens, prefix, suffix, answer).loss + 0.1 * out.aux_loss
+    loss.backward()
+    used = set(out.routing.experts.flatten().tolist())
+    assert all(p.grad is None for p in mowe.base.parameters())
+    assert all(p.grad is not None for p in mowe.router.parameters())
+    for e, expert in enumerate(mowe.weak_pool):
+        assert all((p.grad is not None) == (e in used) for p in expert.parameters())
+    assert all(p.grad is not None for p in projector.parameters())
+    for name, param in llm.named_parameters():
+        assert (param.grad is not None) == ("lora_" in name), name

@@ -51,6 +51,9 @@ def test_whisper_variable_mode_is_padding_invariant(whisper_dir, wavs):
     assert frames.tolist() == [50, 31, 16]
     assert feats.shape == (3, 50, 64)
     assert encoder.frame_rate == 50.0 and encoder.max_seconds == 30.0
+    encoder.train()
+    encoder(*wavs)[0].sum().backward()
+    assert all(p.grad is not None for p in encoder.encoder.layers.parameters())
 
 
 def test_whisper_pad30_mode_matches_huggingface(whisper_dir, wavs):
