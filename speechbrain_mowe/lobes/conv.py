@@ -65,24 +65,18 @@ class MaskedConvStack(nn.Module):
         self.activate_last = activate_last
         self.output_dim = dims[-1]
 
-    def output_lengths(self, lens: torch.Tensor) -> torch.Tensor:
-        """Valid output frames for ``lens`` valid input frames."""
-        for conv in self.layers:
-            lens = self.output_lengths_of(conv, lens)
-        return lens
-
     def forward(self, x: torch.Tensor, lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Maps ``x [b, t, d]`` with ``lens`` valid frames to ``(y [b, t', d'], lens')``."""
         x = x.transpose(1, 2)
         for i, conv in enumerate(self.layers):
             x = conv(x * length_mask(lens, x.shape[-1]).unsqueeze(1).to(x.dtype))
-            lens = self.output_lengths_of(conv, lens)
+            lens = self._output_lengths(conv, lens)
             if i < len(self.layers) - 1 or self.activate_last:
                 x = nn.functional.gelu(x)
         return zero_padding(x.transpose(1, 2), lens), lens
 
     @staticmethod
-    def output_lengths_of(conv: nn.Conv1d, lens: torch.Tensor) -> torch.Tensor:
+    def _output_lengths(conv: nn.Conv1d, lens: torch.Tensor) -> torch.Tensor:
         """Valid output frames of one convolution."""
         k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
         return (torch.div(lens + 2 * p - k, s, rounding_mode="floor") + 1).clamp(min=0)
