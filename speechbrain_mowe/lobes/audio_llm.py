@@ -218,24 +218,30 @@ class AudioLLM(TrainableStateMixin, nn.Module):
         """Input embeddings, attention mask, positions and labels of a batch."""
         embed = self.model.get_input_embeddings()
         device = embed.weight.device
-        audio = (
-            audio_embeds.to(device=device, dtype=embed.weight.dtype),
-            to_absolute(audio_lens, audio_embeds.shape[1]).to(device),
-        )
-        text = [
-            (ids.to(device), to_absolute(lens, ids.shape[1]).to(device))
-            for ids, lens in ([prefix, suffix] if answer is None else [prefix, suffix, answer])
+
+        def tokens(ids, lens):
+            return ids.to(device), to_absolute(lens, ids.shape[1]).to(device)
+
+        prefix_ids, prefix_lens = tokens(*prefix)
+        suffix_ids, suffix_lens = tokens(*suffix)
+        audio_lens = to_absolute(audio_lens, audio_embeds.shape[1]).to(device)
+        segments = [
+            (embed(prefix_ids), prefix_lens),
+            (audio_embeds.to(device=device, dtype=embed.weight.dtype), audio_lens),
+            (embed(suffix_ids), suffix_lens),
         ]
-        segments = [text[0], audio, *text[1:]]
-        embedded = [(embed(x) if x.dtype == torch.long else x, lens) for x, lens in segments]
-        embeds, mask, _ = splice(embedded, left_pad=left_pad)
         labels = None
         if answer is not None:
-            ignored = [
-                (torch.full(x.shape[:2], IGNORE_INDEX, device=device), lens)
-                for x, lens in segments[:-1]
-            ]
-            labels, _, _ = splice([*ignored, text[-1]], fill=IGNORE_INDEX)
+            answer_ids, answer_lens = tokens(*answer)
+            segments.append((embed(answer_ids), answer_lens))
+            prompt_lens = prefix_lens + audio_lens + suffix_lens
+            ignored = torch.full(
+                (len(prompt_lens), int(prompt_lens.max())), IGNORE_INDEX, device=device
+            )
+            labels, _, _ = splice(
+                [(ignored, prompt_lens), (answer_ids, answer_lens)], fill=IGNORE_INDEX
+            )
+        embeds, mask, _ = splice(segments, left_pad=left_pad)
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
         return embeds, mask.long(), positions, labels
 

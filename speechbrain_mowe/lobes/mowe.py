@@ -31,7 +31,6 @@ from speechbrain_mowe.lobes.sequence import (
     align_frames,
     masked_mean,
     to_absolute,
-    to_relative,
     zero_padding,
 )
 
@@ -137,10 +136,14 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
     @property
     def output_dim(self) -> int:
         """Channels of the fused features."""
+        return self.base.output_dim + self._weak_blocks * self.weak_dim
+
+    @property
+    def _weak_blocks(self) -> int:
+        """Channel blocks of weak features: one per expert when concatenated."""
         if not self.weak_pool:
-            return self.base.output_dim
-        blocks = self.num_experts if self.weak_fusion == "concat" else 1
-        return self.base.output_dim + blocks * self.weak_dim
+            return 0
+        return self.num_experts if self.weak_fusion == "concat" else 1
 
     @property
     def frame_rate(self) -> float:
@@ -192,8 +195,7 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
             routing = self.router(masked_mean(base_feats, base_frames), task_ids, batch)
             gates = routing.gates
             selected = torch.zeros_like(gates, dtype=torch.bool).scatter(1, routing.experts, True)
-        blocks = self.num_experts if self.weak_fusion == "concat" else 1
-        weak = base_feats.new_zeros(batch, base_feats.shape[1], blocks, self.weak_dim)
+        weak = base_feats.new_zeros(batch, base_feats.shape[1], self._weak_blocks, self.weak_dim)
         for index in range(self.num_experts):
             rows = selected[:, index].nonzero(as_tuple=True)[0]
             if rows.numel() == 0:
@@ -234,11 +236,8 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
         torch.Tensor
             ``[n, max_frames, weak_dim]`` projected, time-aligned, not gated.
         """
-        num_samples = to_absolute(wav_lens, wavs.shape[1])
-        longest = int(num_samples.max())
-        wavs = wavs[:, :longest]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_weak):
-            feats, lens = self.weak_pool[index](wavs, to_relative(num_samples, longest))
+            feats, lens = self.weak_pool[index](wavs, wav_lens)
         feats = self.weak_norm(self.projections[index](feats))
         frames = to_absolute(lens, feats.shape[1])
         return align_frames(feats, frames, base_frames, max_frames)

@@ -10,6 +10,7 @@ Shape legend: ``b`` batch, ``t`` time, ``d`` channels.
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+from speechbrain.dataio.dataio import length_to_mask
 
 
 def to_absolute(rel_lens: Optional[torch.Tensor], max_len: int, batch: int = 1) -> torch.Tensor:
@@ -60,9 +61,8 @@ def length_mask(abs_lens: torch.Tensor, max_len: Optional[int] = None) -> torch.
             [ True,  True,  True]])
     """
     if max_len is None:
-        max_len = int(abs_lens.max()) if abs_lens.numel() else 0
-    steps = torch.arange(max_len, device=abs_lens.device)
-    return steps.unsqueeze(0) < abs_lens.unsqueeze(1)
+        max_len = int(abs_lens.max())
+    return length_to_mask(abs_lens, max_len, dtype=torch.bool, device=abs_lens.device)
 
 
 def zero_padding(feats: torch.Tensor, abs_lens: torch.Tensor) -> torch.Tensor:
