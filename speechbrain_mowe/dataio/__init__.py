@@ -1,0 +1,68 @@
+"""Data: audio reading, tasks and instructions, manifests, preparation, sampling."""
+
+from speechbrain_mowe.dataio.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    AudioInfo,
+    audio_info,
+    load_audio,
+    save_audio,
+)
+from speechbrain_mowe.dataio.manifest import (
+    COLUMNS,
+    clean_text,
+    load_manifest,
+    load_manifests,
+    manifest_row,
+    write_manifest,
+)
+from speechbrain_mowe.dataio.pipelines import (
+    EmptyBatch,
+    UnreadableAudio,
+    audio_pipeline,
+    collate_audio,
+)
+from speechbrain_mowe.dataio.preparation import Preparation, run_from_command_line
+from speechbrain_mowe.dataio.sampling import (
+    DurationBatchSampler,
+    WeightedMixtureSampler,
+    durations,
+)
+from speechbrain_mowe.dataio.tasks import (
+    LANGUAGE_NAMES,
+    TASKS,
+    Task,
+    example_rng,
+    get_task,
+    register_task,
+)
+
+__all__ = [
+    "SAMPLE_RATE",
+    "AudioError",
+    "AudioInfo",
+    "audio_info",
+    "load_audio",
+    "save_audio",
+    "COLUMNS",
+    "clean_text",
+    "load_manifest",
+    "load_manifests",
+    "manifest_row",
+    "write_manifest",
+    "EmptyBatch",
+    "UnreadableAudio",
+    "audio_pipeline",
+    "collate_audio",
+    "Preparation",
+    "run_from_command_line",
+    "DurationBatchSampler",
+    "WeightedMixtureSampler",
+    "durations",
+    "LANGUAGE_NAMES",
+    "TASKS",
+    "Task",
+    "example_rng",
+    "get_task",
+    "register_task",
+]

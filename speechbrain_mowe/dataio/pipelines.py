@@ -1,0 +1,112 @@
+"""Audio reading in ``DynamicItemDataset`` pipelines, skipping unusable clips.
+
+A clip that cannot be used (missing, undecodable, empty, too short, NaN) must
+not kill a long run, and must not vanish silently either. The audio pipeline
+returns an :class:`UnreadableAudio` record in its place and logs a warning
+naming the id, the file and the reason; :func:`collate_audio` leaves such
+examples out of the batch and lists them in ``batch.skipped`` so the training
+loop can count them in its epoch log. A batch whose clips are all unusable
+comes out as an :class:`EmptyBatch` (``batchsize`` 0).
+"""
+
+import logging
+from typing import Callable, List, NamedTuple, Union
+
+from speechbrain.dataio.batch import PaddedBatch
+from speechbrain.utils.data_pipeline import provides, takes
+
+from speechbrain_mowe.dataio.audio import SAMPLE_RATE, AudioError, load_audio
+
+logger = logging.getLogger(__name__)
+
+
+class UnreadableAudio(NamedTuple):
+    """Stands in for the samples of a clip that could not be used."""
+
+    id: str
+    path: str
+    reason: str
+
+
+def audio_pipeline(
+    sample_rate: int = SAMPLE_RATE,
+    min_duration: float = 0.0,
+    wav_key: str = "wav",
+    sig_key: str = "sig",
+) -> Callable:
+    """A dynamic item reading ``wav_key`` into ``sig_key`` (mono, ``sample_rate``).
+
+    Example
+    -------
+    >>> import torch
+    >>> from speechbrain.dataio.dataset import DynamicItemDataset
+    >>> from speechbrain_mowe.dataio.audio import save_audio
+    >>> path = getfixture("tmp_path") / "a.wav"
+    >>> save_audio(path, torch.zeros(8000), 8000)
+    >>> data = DynamicItemDataset({"a": {"wav": str(path)}, "b": {"wav": "missing.wav"}})
+    >>> data.add_dynamic_item(audio_pipeline())
+    >>> data.set_output_keys(["id", "sig"])
+    >>> data[0]["sig"].shape
+    torch.Size([16000])
+    >>> data[1]["sig"]
+    UnreadableAudio(id='b', path='missing.wav', reason='file not found')
+    """
+
+    @takes("id", wav_key)
+    @provides(sig_key)
+    def read(utt_id, path):
+        try:
+            return load_audio(
+                path, utt_id=utt_id, sample_rate=sample_rate, min_duration=min_duration
+            )
+        except AudioError as err:
+            logger.warning("Skipping an example: %s", err)
+            return UnreadableAudio(utt_id, err.path, err.reason)
+
+    return read
+
+
+class EmptyBatch:
+    """A batch none of whose clips could be used; ``skipped`` says why."""
+
+    batchsize = 0
+
+    def __init__(self, skipped: List[UnreadableAudio]):
+        self.skipped = skipped
+
+    def __len__(self) -> int:
+        return 0
+
+    def to(self, *args, **kwargs) -> "EmptyBatch":
+        """Nothing to move."""
+        return self
+
+    def pin_memory(self) -> "EmptyBatch":
+        """Nothing to pin."""
+        return self
+
+
+def collate_audio(examples, sig_key: str = "sig", **kwargs) -> Union[PaddedBatch, EmptyBatch]:
+    """``PaddedBatch`` of the examples whose audio was read, with ``skipped``
+    listing the :class:`UnreadableAudio` of the others.
+
+    Keyword arguments go to ``PaddedBatch``.
+
+    Example
+    -------
+    >>> import torch
+    >>> ok = {"id": "a", "sig": torch.ones(3)}
+    >>> bad = {"id": "b", "sig": UnreadableAudio("b", "b.wav", "file not found")}
+    >>> batch = collate_audio([ok, bad])
+    >>> batch.id, batch.sig.data.shape, [s.id for s in batch.skipped]
+    (['a'], torch.Size([1, 3]), ['b'])
+    >>> collate_audio([bad]).batchsize
+    0
+    """
+    skipped = [ex[sig_key] for ex in examples if isinstance(ex[sig_key], UnreadableAudio)]
+    kept = [ex for ex in examples if not isinstance(ex[sig_key], UnreadableAudio)]
+    if not kept:
+        return EmptyBatch(skipped)
+    batch = PaddedBatch(kept, **kwargs)
+    batch.skipped = skipped
+    return batch
