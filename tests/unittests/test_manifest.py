@@ -1,0 +1,162 @@
+"""Tasks, instructions and manifests."""
+
+import csv
+import json
+
+import pytest
+from speechbrain.dataio.dataset import DynamicItemDataset
+
+from speechbrain_mowe.dataio import (
+    TASKS,
+    Task,
+    example_rng,
+    get_task,
+    load_manifest,
+    load_manifests,
+    manifest_row,
+    register_task,
+    write_manifest,
+)
+from speechbrain_mowe.dataio import tasks as tasks_module
+
+
+def test_builtin_tasks_have_paraphrases_and_a_fixed_eval_instruction():
+    for name in ("asr", "ast", "er", "aac"):
+        task = get_task(name)
+        assert len(task.instructions) >= 4
+        assert len(set(task.instructions)) == len(task.instructions)
+        assert task.eval_instruction == task.instructions[0]
+    assert TASKS["ast"].fields == ("source_language", "target_language")
+    assert TASKS["er"].instruction(labels="neutral, sad") == (
+        "Which emotion does the speaker express? Answer with one of: neutral, sad."
+    )
+    assert (
+        TASKS["ast"].instruction(source_language="zh-CN", target_language="en")
+        == "Translate the Chinese speech into English."
+    )
+
+
+def test_paraphrase_choice_depends_only_on_seed_and_id():
+    ids = [f"utt{i}" for i in range(200)]
+    first = [TASKS["asr"].instruction(example_rng(3, i)) for i in ids]
+    again = [TASKS["asr"].instruction(example_rng(3, i)) for i in reversed(ids)][::-1]
+    other_seed = [TASKS["asr"].instruction(example_rng(4, i)) for i in ids]
+    assert first == again
+    assert first != other_seed
+    assert set(first) == set(TASKS["asr"].instructions)  # every paraphrase is used
+
+
+def test_missing_template_values_and_unknown_tasks_are_named():
+    with pytest.raises(KeyError, match=r"Task 'ast' needs values for \['target_language'\]"):
+        TASKS["ast"].instruction(source_language="en")
+    with pytest.raises(KeyError, match="Unknown task 'sid'. Known tasks: aac, asr, ast, er"):
+        get_task("sid")
+    with pytest.raises(ValueError, match="at least one instruction"):
+        Task("empty", instructions=())
+
+
+def test_a_user_task_needs_no_library_change(tmp_path, monkeypatch):
+    monkeypatch.setattr(tasks_module, "TASKS", dict(TASKS))
+    sid = tasks_module.register_task(
+        Task("speaker_sex", instructions=("Is the speaker a man or a woman?", "Who speaks?"))
+    )
+    assert tasks_module.get_task("speaker_sex") is sid
+    with pytest.raises(ValueError, match="already registered"):
+        tasks_module.register_task(Task("speaker_sex", instructions=("Other?",)))
+    row = manifest_row("s1", tmp_path / "s1.wav", tmp_path, 1.0, sid.name, sid.instruction(), "man")
+    write_manifest(tmp_path / "sex.csv", [row])
+    loaded = load_manifest(tmp_path / "sex.csv", tmp_path)
+    assert loaded["s1"]["task"] == "speaker_sex" and loaded["s1"]["answer"] == "man"
+
+
+def test_register_task_keeps_identical_redefinitions():
+    assert register_task(Task("asr", TASKS["asr"].instructions)) == TASKS["asr"]
+
+
+def test_manifest_round_trip_with_awkward_text(tmp_path):
+    rows = [
+        manifest_row(
+            "clip, with comma",
+            tmp_path / "dev" / "Café ambience, évening.wav",
+            tmp_path,
+            20.123456,
+            "aac",
+            "Describe the audio.",
+            'A "quoted" caption, with commas.',
+            references=['A "quoted" caption, with commas.', "Costs $5 {braces} \\ slash", "猫"],
+            dataset="clotho",
+        ),
+        manifest_row("ja1", tmp_path / "a.mp3", tmp_path, 3.0, "ast", "Translate.", "猫が好き。"),
+    ]
+    path = tmp_path / "m.csv"
+    write_manifest(path, rows)
+    with open(path, encoding="utf-8", newline="") as f:
+        header = next(csv.reader(f))
+    assert header == [
+        "ID", "duration", "wav", "task", "instruction", "answer", "references", "dataset",
+    ]  # fmt: skip
+    data = load_manifest(path, "/mnt/data")
+    assert list(data) == ["clip, with comma", "ja1"]
+    first = data["clip, with comma"]
+    assert first["wav"] == "/mnt/data/dev/Café ambience, évening.wav"
+    assert first["duration"] == 20.123
+    assert first["answer"] == 'A "quoted" caption, with commas.'
+    assert first["references"][1:] == ["Costs $5 {braces} \\ slash", "猫"]
+    assert data["ja1"]["references"] == [] and data["ja1"]["dataset"] == ""
+    assert not path.with_name("m.csv.tmp").exists()
+
+
+def test_speechbrain_reads_our_manifests_directly(tmp_path):
+    rows = [
+        manifest_row(f"u{i}", tmp_path / f"u{i}.flac", tmp_path, 1.0 + i, "asr", "T.", f"WORD {i}")
+        for i in range(3)
+    ]
+    write_manifest(tmp_path / "m.csv", rows)
+    data = DynamicItemDataset.from_csv(tmp_path / "m.csv", replacements={"data_root": "/x"})
+    data.set_output_keys(["id", "wav", "duration", "answer"])
+    assert data[2] == {"id": "u2", "wav": "/x/u2.flac", "duration": 3.0, "answer": "WORD 2"}
+
+
+def test_audio_outside_the_data_folder_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="u1: audio '/elsewhere/u1.wav' is outside"):
+        manifest_row("u1", "/elsewhere/u1.wav", tmp_path, 1.0, "asr", "T.", "A")
+
+
+def test_load_manifests_merges_sources_and_refuses_duplicate_ids(tmp_path):
+    write_manifest(
+        tmp_path / "asr.csv",
+        [manifest_row(f"a{i}", tmp_path / "ls" / f"a{i}.flac", tmp_path / "ls", 1, "asr", "T", "x")
+         for i in range(3)],
+    )  # fmt: skip
+    write_manifest(
+        tmp_path / "er.csv",
+        [manifest_row("e0", tmp_path / "ie" / "e0.wav", tmp_path / "ie", 2, "er", "E", "sad",
+                      speaker="Ses01F")],
+    )  # fmt: skip
+    dataset, groups = load_manifests(
+        {"asr": tmp_path / "asr.csv", "er": tmp_path / "er.csv"},
+        {"asr": "/data/LibriSpeech", "er": "/data/IEMOCAP"},
+    )
+    assert groups == {"asr": [0, 1, 2], "er": [3]}
+    dataset.set_output_keys(["id", "wav", "source", "speaker"])
+    assert dataset[3] == {
+        "id": "e0",
+        "wav": "/data/IEMOCAP/e0.wav",
+        "source": "er",
+        "speaker": "Ses01F",
+    }
+    assert dataset[0]["speaker"] == "" and dataset[0]["wav"] == "/data/LibriSpeech/a0.flac"
+    with pytest.raises(ValueError, match="Example id 'a0' is in both .*asr.csv and .*asr.csv"):
+        load_manifests({"x": tmp_path / "asr.csv", "y": tmp_path / "asr.csv"}, {"x": "/", "y": "/"})
+    with pytest.raises(KeyError, match=r"No data root given for manifests \['er'\]"):
+        load_manifests({"er": tmp_path / "er.csv"}, {})
+
+
+def test_malformed_references_name_the_row(tmp_path):
+    row = manifest_row("r1", tmp_path / "r1.wav", tmp_path, 1, "aac", "D", "x")
+    row["references"] = "[not json"
+    write_manifest(tmp_path / "bad.csv", [row])
+    with pytest.raises(ValueError, match="bad.csv: row 'r1' has malformed references"):
+        load_manifest(tmp_path / "bad.csv", tmp_path)
+    assert json.loads(manifest_row("r", tmp_path / "r", tmp_path, 1, "a", "b", "c",
+                                   references=["é"])["references"]) == ["é"]  # fmt: skip
