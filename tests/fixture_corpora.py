@@ -211,3 +211,33 @@ def corrupt(path: Path, kind: str) -> Path:
     else:
         raise ValueError(kind)
     return path
+
+
+def read_rows(path: Path):
+    """A manifest's rows as written (``$data_root`` unexpanded), as dicts."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_report(path: Path):
+    """A preparation report's rows as ``(split, id, path, reason)`` tuples."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return [tuple(row.values()) for row in csv.DictReader(f, delimiter="\t")]
+
+
+def assert_second_run_does_no_work(prepare, save_folder: Path, monkeypatch):
+    """Calls ``prepare()`` again and checks it reads no audio and writes nothing."""
+    from speechbrain_mowe.dataio import preparation
+
+    files = sorted(p for p in Path(save_folder).rglob("*") if p.is_file())
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+
+    def no_audio(*args, **kwargs):
+        raise AssertionError("the second preparation read audio")
+
+    monkeypatch.setattr(preparation, "audio_info", no_audio)
+    counts = prepare()
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    assert after == before
+    assert sorted(p for p in Path(save_folder).rglob("*") if p.is_file()) == files
+    return counts

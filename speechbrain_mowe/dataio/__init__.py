@@ -18,6 +18,7 @@ from speechbrain_mowe.dataio.manifest import (
 )
 from speechbrain_mowe.dataio.pipelines import (
     EmptyBatch,
+    SkippedClips,
     UnreadableAudio,
     audio_pipeline,
     collate_audio,
@@ -51,6 +52,7 @@ __all__ = [
     "manifest_row",
     "write_manifest",
     "EmptyBatch",
+    "SkippedClips",
     "UnreadableAudio",
     "audio_pipeline",
     "collate_audio",

@@ -5,11 +5,12 @@ not kill a long run, and must not vanish silently either. The audio pipeline
 returns an :class:`UnreadableAudio` record in its place and logs a warning
 naming the id, the file and the reason; :func:`collate_audio` leaves such
 examples out of the batch and lists them in ``batch.skipped`` so the training
-loop can count them in its epoch log. A batch whose clips are all unusable
-comes out as an :class:`EmptyBatch` (``batchsize`` 0).
+loop can count them (:class:`SkippedClips`) in its epoch log. A batch whose
+clips are all unusable comes out as an :class:`EmptyBatch` (``batchsize`` 0).
 """
 
 import logging
+from collections import Counter
 from typing import Callable, List, NamedTuple, Union
 
 from speechbrain.dataio.batch import PaddedBatch
@@ -110,3 +111,45 @@ def collate_audio(examples, sig_key: str = "sig", **kwargs) -> Union[PaddedBatch
     batch = PaddedBatch(kept, **kwargs)
     batch.skipped = skipped
     return batch
+
+
+class SkippedClips:
+    """Tally of the clips left out of batches, for the epoch log.
+
+    Example
+    -------
+    >>> tally = SkippedClips()
+    >>> tally.add(EmptyBatch([UnreadableAudio("a", "a.wav", "file not found"),
+    ...                       UnreadableAudio("b", "b.wav", "unreadable audio (Error)")]))
+    >>> tally.count
+    2
+    >>> tally.summary()
+    '2 clips skipped (1 x file not found, 1 x unreadable audio)'
+    >>> tally.reset()
+    >>> tally.summary()
+    'no clip skipped'
+    """
+
+    def __init__(self):
+        self.reasons: Counter = Counter()
+
+    @property
+    def count(self) -> int:
+        """Clips skipped since the last :meth:`reset`."""
+        return sum(self.reasons.values())
+
+    def add(self, batch) -> None:
+        """Counts the ``skipped`` clips of a batch made by :func:`collate_audio`."""
+        for clip in getattr(batch, "skipped", ()):
+            self.reasons[clip.reason.split(" (")[0]] += 1
+
+    def reset(self) -> None:
+        """Starts a new tally (at each epoch)."""
+        self.reasons.clear()
+
+    def summary(self) -> str:
+        """One line for the log."""
+        if not self.reasons:
+            return "no clip skipped"
+        details = ", ".join(f"{n} x {reason}" for reason, n in sorted(self.reasons.items()))
+        return f"{self.count} clips skipped ({details})"

@@ -20,7 +20,9 @@ import inspect
 import json
 import logging
 import os
+import re
 import typing
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -30,6 +32,8 @@ from speechbrain_mowe.dataio.manifest import write_manifest
 logger = logging.getLogger(__name__)
 
 REPORT_COLUMNS = ("split", "id", "path", "reason")
+#: The parenthesised details of a reason, left out of the logged summary.
+_DETAILS = re.compile(r" \(.*\)$")
 
 
 class Preparation:
@@ -145,9 +149,7 @@ class Preparation:
             "%s: prepared %s in %s", self.name, _format_counts(self.counts), self.save_folder
         )
         if self.left_out:
-            reasons: Dict[str, int] = {}
-            for row in self.left_out:
-                reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+            reasons = Counter(_DETAILS.sub("", row["reason"]) for row in self.left_out)
             logger.warning(
                 "%s: left out %d rows (%s); each is listed in %s",
                 self.name,

@@ -14,6 +14,7 @@ from speechbrain_mowe.dataio import (
     AudioError,
     AudioInfo,
     EmptyBatch,
+    SkippedClips,
     UnreadableAudio,
     audio_info,
     audio_pipeline,
@@ -141,6 +142,12 @@ def test_training_skips_unusable_clips_and_counts_them(tmp_path, caplog):
     ]
     for name, path in bad.items():
         assert f"{name}: " in caplog.text and str(path) in caplog.text
+    tally = SkippedClips()
+    for batch in batches:
+        tally.add(batch)
+    assert tally.summary() == (
+        "3 clips skipped (1 x empty audio, 1 x file not found, 1 x unreadable audio)"
+    )
     assert batches[2].sig.data.shape == (1, 16000)
 
 

@@ -1,0 +1,135 @@
+"""LibriSpeech -> ASR manifests.
+
+Reads the corpus as distributed (``<split>/<speaker>/<chapter>/*.flac`` with
+``<speaker>-<chapter>.trans.txt``) and writes ``<save_folder>/<split>.csv``,
+one row per utterance. Training splits get one of the ASR paraphrases per
+utterance (seeded by the id); the others get the fixed evaluation instruction.
+
+Usage::
+
+    python librispeech_prepare.py --data_folder /data/LibriSpeech --save_folder manifests \\
+        --splits train-clean-100 dev-clean test-clean
+"""
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from speechbrain_mowe.dataio import (
+    TASKS,
+    Preparation,
+    clean_text,
+    example_rng,
+    manifest_row,
+    run_from_command_line,
+)
+
+logger = logging.getLogger(__name__)
+
+SPLITS = (
+    "train-clean-100",
+    "train-clean-360",
+    "train-other-500",
+    "dev-clean",
+    "dev-other",
+    "test-clean",
+    "test-other",
+)
+
+
+def prepare_librispeech(
+    data_folder: str,
+    save_folder: str,
+    splits: Sequence[str] = SPLITS,
+    skip_prep: bool = False,
+    seed: int = 0,
+    min_duration: float = 0.0,
+    lowercase: bool = False,
+):
+    """Writes one ASR manifest per LibriSpeech split.
+
+    Arguments
+    ---------
+    data_folder : str
+        The ``LibriSpeech`` folder holding the split folders.
+    save_folder : str
+        Where the manifests and the preparation report go.
+    splits : sequence of str
+        Split folders to prepare.
+    skip_prep : bool
+        Do nothing (the manifests are known to exist).
+    seed : int
+        Seeds the choice of instruction paraphrase.
+    min_duration : float
+        Utterances shorter than this (s) are left out and reported.
+    lowercase : bool
+        Lowercase the transcripts (LibriSpeech's are upper case).
+
+    Returns
+    -------
+    dict
+        Split -> number of rows (None when ``skip_prep``).
+    """
+    if skip_prep:
+        return None
+    data_folder = Path(data_folder)
+    options = dict(
+        data_folder=data_folder,
+        splits=list(splits),
+        seed=seed,
+        min_duration=min_duration,
+        lowercase=lowercase,
+    )
+    unknown = [split for split in splits if split not in SPLITS]
+    if unknown:
+        raise ValueError(f"Unknown LibriSpeech splits {unknown}; the splits are {list(SPLITS)}")
+    prep = Preparation("librispeech", save_folder, options, {s: f"{s}.csv" for s in splits})
+    if prep.is_done():
+        return prep.counts
+    absent = [split for split in splits if not (data_folder / split).is_dir()]
+    if absent:
+        found = [split for split in SPLITS if (data_folder / split).is_dir()]
+        raise FileNotFoundError(
+            f"LibriSpeech splits {absent} are not in '{data_folder}' (found: {found})"
+        )
+    for split in splits:
+        rows = []
+        for trans in sorted((data_folder / split).glob("*/*/*.trans.txt")):
+            for utt_id, text in _read_transcripts(trans):
+                wav = trans.parent / f"{utt_id}.flac"
+                text = clean_text(text)
+                if not text:
+                    prep.leave_out(split, utt_id, wav, f"empty transcript in {trans.name}")
+                    continue
+                info = prep.check_audio(split, utt_id, wav, min_duration)
+                if info is None:
+                    continue
+                rng = example_rng(seed, utt_id) if split.startswith("train") else None
+                rows.append(
+                    manifest_row(
+                        utt_id,
+                        wav,
+                        data_folder,
+                        info.duration,
+                        task="asr",
+                        instruction=TASKS["asr"].instruction(rng),
+                        answer=text.lower() if lowercase else text,
+                        dataset="librispeech",
+                        speaker=utt_id.split("-")[0],
+                    )
+                )
+        prep.write(split, rows)
+    return prep.finish()
+
+
+def _read_transcripts(path: Path):
+    """``(utterance id, text)`` of every non-blank line of a ``.trans.txt``."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                utt_id, _, text = line.strip().partition(" ")
+                yield utt_id, text
+
+
+if __name__ == "__main__":
+    run_from_command_line(prepare_librispeech)
