@@ -14,7 +14,6 @@ row per clip whose ``references`` hold all its captions. Writes
 
 import csv
 import io
-import logging
 import unicodedata
 from pathlib import Path
 from typing import Dict, Sequence
@@ -27,8 +26,6 @@ from speechbrain_mowe.dataio import (
     manifest_row,
     run_from_command_line,
 )
-
-logger = logging.getLogger(__name__)
 
 SPLITS = ("development", "validation", "evaluation")
 NUM_CAPTIONS = 5
@@ -43,6 +40,7 @@ def prepare_clotho(
     skip_prep: bool = False,
     seed: int = 0,
     min_duration: float = 0.0,
+    verify_audio: bool = False,
 ):
     """Writes one captioning manifest per Clotho split.
 
@@ -65,6 +63,9 @@ def prepare_clotho(
         Seeds the choice of instruction paraphrase.
     min_duration : float
         Clips shorter than this (s) are left out and reported.
+    verify_audio : bool
+        Decode every file to check it and measure it, instead of reading its
+        header only (slower; catches damaged and truncated files).
 
     Returns
     -------
@@ -73,7 +74,7 @@ def prepare_clotho(
     """
     if skip_prep:
         return None
-    unknown = [split for split in splits if split not in SPLITS]
+    unknown = [split for split in (*splits, *caption_splits) if split not in SPLITS]
     if unknown:
         raise ValueError(f"Unknown Clotho splits {unknown}; the splits are {list(SPLITS)}")
     data_folder = Path(data_folder)
@@ -85,7 +86,8 @@ def prepare_clotho(
         seed=seed,
         min_duration=min_duration,
     )
-    prep = Preparation("clotho", save_folder, options, {s: f"{s}.csv" for s in splits})
+    manifests = {split: f"{split}.csv" for split in splits}
+    prep = Preparation("clotho", save_folder, options, manifests, verify_audio)
     if prep.is_done():
         return prep.counts
     for split in splits:
@@ -99,16 +101,18 @@ def prepare_clotho(
             if info is None:
                 continue
             kept = [(k, c) for k, c in enumerate(captions, 1) if c]
+            per_caption = split in caption_splits
             for k in sorted(set(range(1, NUM_CAPTIONS + 1)) - {k for k, _ in kept}):
-                prep.leave_out(split, f"{stem}_{k}", wav, f"empty caption_{k} (line {line})")
-            if split in caption_splits:
+                utt_id = f"{stem}_{k}" if per_caption else stem
+                prep.leave_out(split, utt_id, wav, f"empty caption_{k} (line {line})")
+            if per_caption:
                 examples = [(f"{stem}_{k}", caption, []) for k, caption in kept]
             elif kept:
                 examples = [(stem, kept[0][1], [caption for _, caption in kept])]
             else:
                 examples = []
             for utt_id, answer, references in examples:
-                rng = example_rng(seed, utt_id) if split in caption_splits else None
+                rng = example_rng(seed, utt_id) if per_caption else None
                 rows.append(
                     manifest_row(
                         utt_id,
@@ -143,13 +147,12 @@ def _read_captions(table: Path, encoding: str):
     if not table.is_file():
         raise FileNotFoundError(f"Clotho caption table not found: '{table}'")
     raw = table.read_bytes()
-    if encoding == "auto":
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("iso-8859-1")
-    else:
-        text = raw.decode(encoding)
+    try:
+        text = raw.decode("utf-8" if encoding == "auto" else encoding)
+    except UnicodeDecodeError as err:
+        if encoding != "auto":
+            raise ValueError(f"'{table}' is not {encoding} text ({err})") from None
+        text = raw.decode("iso-8859-1")  # decodes any bytes
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
     columns = ["file_name"] + [f"caption_{k}" for k in range(1, NUM_CAPTIONS + 1)]
     missing = [c for c in columns if c not in (reader.fieldnames or [])]

@@ -24,7 +24,6 @@ Writes ``<save_folder>/<src>_<tgt>_<split>.csv``.
 import contextlib
 import csv
 import io
-import logging
 import tarfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -37,8 +36,6 @@ from speechbrain_mowe.dataio import (
     manifest_row,
     run_from_command_line,
 )
-
-logger = logging.getLogger(__name__)
 
 EN_TARGETS = (
     "de",
@@ -77,6 +74,7 @@ def prepare_covost2(
     skip_prep: bool = False,
     seed: int = 0,
     min_duration: float = 0.0,
+    verify_audio: bool = False,
 ):
     """Writes one translation manifest per split of a CoVoST 2 direction.
 
@@ -98,6 +96,9 @@ def prepare_covost2(
         Seeds the choice of instruction paraphrase.
     min_duration : float
         Clips shorter than this (s) are left out and reported.
+    verify_audio : bool
+        Decode every file to check it and measure it, instead of reading its
+        header only (slower; catches damaged and truncated files).
 
     Returns
     -------
@@ -126,7 +127,7 @@ def prepare_covost2(
         min_duration=min_duration,
     )
     manifests = {split: f"{pair}_{split}.csv" for split in splits}
-    prep = Preparation(f"covost2_{pair}", save_folder, options, manifests)
+    prep = Preparation(f"covost2_{pair}", save_folder, options, manifests, verify_audio)
     if prep.is_done():
         return prep.counts
 
@@ -204,14 +205,14 @@ def _find_covost_table(folder: Path, source: str, target: str) -> Path:
 def _open_table(path: Path) -> Iterator[io.TextIOBase]:
     """The table's text, also from inside the ``.tsv.tar.gz`` CoVoST ships."""
     if not path.name.endswith(".tar.gz"):
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             yield f
         return
     with tarfile.open(path) as archive:
         member = next((m for m in archive.getmembers() if m.name.endswith(".tsv")), None)
         if member is None:
             raise FileNotFoundError(f"No .tsv inside '{path}'")
-        with io.TextIOWrapper(archive.extractfile(member), encoding="utf-8", newline="") as f:
+        with io.TextIOWrapper(archive.extractfile(member), encoding="utf-8-sig", newline="") as f:
             yield f
 
 
@@ -223,23 +224,26 @@ def _read_table(
     fields are left out and reported."""
     with _open_table(path) as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
-        header = next(reader, None) or []
-        missing = [column for column in columns if column not in header]
-        if missing:
-            raise ValueError(f"'{path}' lacks columns {missing} (header: {header})")
-        index = [header.index(column) for column in columns]
-        for fields in reader:
-            line = reader.line_num
-            if not any(fields):
-                continue
-            if len(fields) != len(header):
-                reason = (
-                    f"malformed line ({path.name} line {line}: "
-                    f"{len(fields)} fields, expected {len(header)})"
-                )
-                prep.leave_out("-", fields[0] if fields else "", path, reason)
-                continue
-            yield line, {column: fields[i] for column, i in zip(columns, index)}
+        try:
+            header = next(reader, None) or []
+            missing = [column for column in columns if column not in header]
+            if missing:
+                raise ValueError(f"'{path}' lacks columns {missing} (header: {header})")
+            index = [header.index(column) for column in columns]
+            for fields in reader:
+                line = reader.line_num
+                if not any(fields):
+                    continue
+                if len(fields) != len(header):
+                    reason = (
+                        f"malformed line ({path.name} line {line}: "
+                        f"{len(fields)} fields, expected {len(header)})"
+                    )
+                    prep.leave_out("-", fields[0] if fields else "", path, reason)
+                    continue
+                yield line, {column: fields[i] for column, i in zip(columns, index)}
+        except UnicodeDecodeError as err:
+            raise ValueError(f"'{path}' is not UTF-8 text ({err})") from None
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ def prepare_iemocap(
     skip_prep: bool = False,
     seed: int = 0,
     min_duration: float = 0.0,
+    verify_audio: bool = False,
 ):
     """Writes train/valid/test manifests for each leave-one-session-out fold.
 
@@ -91,6 +92,9 @@ def prepare_iemocap(
         Seeds the validation split and the instruction paraphrases.
     min_duration : float
         Turns shorter than this (s) are left out and reported.
+    verify_audio : bool
+        Decode every file to check it and measure it, instead of reading its
+        header only (slower; catches damaged and truncated files).
 
     Returns
     -------
@@ -132,7 +136,7 @@ def prepare_iemocap(
         for k in test_sessions
         for split in ("train", "valid", "test")
     }
-    prep = Preparation("iemocap", save_folder, options, manifests)
+    prep = Preparation("iemocap", save_folder, options, manifests, verify_audio)
     if prep.is_done():
         return prep.counts
 
@@ -192,7 +196,7 @@ def _session_turns(
         raise FileNotFoundError(f"No EmoEvaluation files in '{root / 'dialog' / 'EmoEvaluation'}'")
     turns, excluded = [], Counter()
     for evaluation in evaluations:
-        with open(evaluation, encoding="utf-8", errors="replace") as f:
+        with open(evaluation, encoding="utf-8-sig", errors="replace") as f:
             for line in f:
                 match = _SUMMARY.match(line)
                 if match is None:

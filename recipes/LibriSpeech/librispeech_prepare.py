@@ -11,7 +11,6 @@ Usage::
         --splits train-clean-100 dev-clean test-clean
 """
 
-import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -23,8 +22,6 @@ from speechbrain_mowe.dataio import (
     manifest_row,
     run_from_command_line,
 )
-
-logger = logging.getLogger(__name__)
 
 SPLITS = (
     "train-clean-100",
@@ -45,6 +42,7 @@ def prepare_librispeech(
     seed: int = 0,
     min_duration: float = 0.0,
     lowercase: bool = False,
+    verify_audio: bool = False,
 ):
     """Writes one ASR manifest per LibriSpeech split.
 
@@ -64,6 +62,9 @@ def prepare_librispeech(
         Utterances shorter than this (s) are left out and reported.
     lowercase : bool
         Lowercase the transcripts (LibriSpeech's are upper case).
+    verify_audio : bool
+        Decode every file to check it and measure it, instead of reading its
+        header only (slower; catches damaged and truncated files).
 
     Returns
     -------
@@ -83,7 +84,8 @@ def prepare_librispeech(
     unknown = [split for split in splits if split not in SPLITS]
     if unknown:
         raise ValueError(f"Unknown LibriSpeech splits {unknown}; the splits are {list(SPLITS)}")
-    prep = Preparation("librispeech", save_folder, options, {s: f"{s}.csv" for s in splits})
+    manifests = {split: f"{split}.csv" for split in splits}
+    prep = Preparation("librispeech", save_folder, options, manifests, verify_audio)
     if prep.is_done():
         return prep.counts
     absent = [split for split in splits if not (data_folder / split).is_dir()]
@@ -124,11 +126,14 @@ def prepare_librispeech(
 
 def _read_transcripts(path: Path):
     """``(utterance id, text)`` of every non-blank line of a ``.trans.txt``."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                utt_id, _, text = line.strip().partition(" ")
-                yield utt_id, text
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"'{path}' is not UTF-8 text ({err})") from None
+    for line in lines:
+        if line.strip():
+            utt_id, _, text = line.strip().partition(" ")
+            yield utt_id, text
 
 
 if __name__ == "__main__":

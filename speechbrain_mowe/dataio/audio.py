@@ -13,6 +13,7 @@ in their report and leave them out; training skips them and counts them
 (:mod:`speechbrain_mowe.dataio.pipelines`).
 """
 
+import contextlib
 import functools
 import logging
 import os
@@ -70,7 +71,9 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
-def audio_info(path, utt_id: Optional[str] = None, min_duration: float = 0.0) -> AudioInfo:
+def audio_info(
+    path, utt_id: Optional[str] = None, min_duration: float = 0.0, decode: bool = False
+) -> AudioInfo:
     """Reads a file's header and checks that it holds at least ``min_duration`` s.
 
     Arguments
@@ -81,6 +84,10 @@ def audio_info(path, utt_id: Optional[str] = None, min_duration: float = 0.0) ->
         Named in errors.
     min_duration : float
         Shorter files raise :class:`AudioError`.
+    decode : bool
+        Decode the whole file and count its frames instead of trusting the
+        header: slower, but catches a damaged payload and gives the true
+        length of a truncated mp3, whose header still announces the full one.
 
     Returns
     -------
@@ -98,14 +105,13 @@ def audio_info(path, utt_id: Optional[str] = None, min_duration: float = 0.0) ->
      ...
     speechbrain_mowe.dataio.audio.AudioError: tone: too short (0.10 s < 0.50 s): '...tone.wav'
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise AudioError(path, "file not found", utt_id)
-    try:
-        info = sf.info(path)
-    except (sf.LibsndfileError, RuntimeError, EOFError) as err:
-        raise AudioError(path, f"unreadable audio ({err})", utt_id) from None
-    result = AudioInfo(info.samplerate, info.channels, info.frames)
+    with _reading(path, utt_id) as path:
+        if decode:
+            with sf.SoundFile(path) as f:
+                result = AudioInfo(f.samplerate, f.channels, _count_frames(f))
+        else:
+            info = sf.info(path)
+            result = AudioInfo(info.samplerate, info.channels, info.frames)
     _check_length(path, utt_id, result.frames, result.sample_rate, min_duration)
     return result
 
@@ -147,13 +153,8 @@ def load_audio(
      ...
     speechbrain_mowe.dataio.audio.AudioError: x: file not found: '...stereo.flac.missing'
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise AudioError(path, "file not found", utt_id)
-    try:
+    with _reading(path, utt_id) as path:
         samples, file_rate = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, EOFError, ValueError) as err:
-        raise AudioError(path, f"unreadable audio ({err})", utt_id) from None
     _check_length(path, utt_id, samples.shape[0], file_rate, min_duration)
     wav = torch.from_numpy(samples)
     if not torch.isfinite(wav).all():
@@ -174,6 +175,30 @@ def save_audio(path, wav: torch.Tensor, sample_rate: int, **kwargs) -> None:
     """
     data = wav.detach().cpu().float().numpy()
     sf.write(os.fspath(path), data.T if data.ndim == 2 else data, sample_rate, **kwargs)
+
+
+def _count_frames(f: sf.SoundFile, block: int = 1 << 16) -> int:
+    # SoundFile.blocks() stops at the frame count of the header (padding a
+    # truncated file); reading until a short block counts what really decodes.
+    frames = 0
+    while True:
+        read = len(f.read(block, dtype="float32"))
+        frames += read
+        if read < block:
+            return frames
+
+
+@contextlib.contextmanager
+def _reading(path, utt_id):
+    """Yields ``path`` as a string; turns a missing file or any decoder
+    failure into an :class:`AudioError`."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise AudioError(path, "file not found", utt_id)
+    try:
+        yield path
+    except (sf.LibsndfileError, RuntimeError, EOFError, ValueError) as err:
+        raise AudioError(path, f"unreadable audio ({err})", utt_id) from None
 
 
 def _check_length(path, utt_id, frames, rate, min_duration):

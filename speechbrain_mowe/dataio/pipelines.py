@@ -17,6 +17,7 @@ from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.data_pipeline import provides, takes
 
 from speechbrain_mowe.dataio.audio import SAMPLE_RATE, AudioError, load_audio
+from speechbrain_mowe.dataio.preparation import summarize_reasons
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +141,7 @@ class SkippedClips:
 
     def add(self, batch) -> None:
         """Counts the ``skipped`` clips of a batch made by :func:`collate_audio`."""
-        for clip in getattr(batch, "skipped", ()):
-            self.reasons[clip.reason.split(" (")[0]] += 1
+        self.reasons.update(clip.reason for clip in getattr(batch, "skipped", ()))
 
     def reset(self) -> None:
         """Starts a new tally (at each epoch)."""
@@ -151,5 +151,4 @@ class SkippedClips:
         """One line for the log."""
         if not self.reasons:
             return "no clip skipped"
-        details = ", ".join(f"{n} x {reason}" for reason, n in sorted(self.reasons.items()))
-        return f"{self.count} clips skipped ({details})"
+        return f"{self.count} clips skipped ({summarize_reasons(self.reasons.elements())})"

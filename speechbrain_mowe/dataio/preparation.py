@@ -24,7 +24,7 @@ import re
 import typing
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from speechbrain_mowe.dataio.audio import AudioError, AudioInfo, audio_info
 from speechbrain_mowe.dataio.manifest import write_manifest
@@ -50,6 +50,10 @@ class Preparation:
         with different options prepares again.
     manifests : dict
         Split name -> manifest file name inside ``save_folder``.
+    verify_audio : bool
+        Decode every file when checking it (see
+        :func:`~speechbrain_mowe.dataio.audio.audio_info`), instead of reading
+        headers only.
 
     Example
     -------
@@ -77,10 +81,14 @@ class Preparation:
         save_folder,
         options: Mapping[str, Any],
         manifests: Mapping[str, str],
+        verify_audio: bool = False,
     ):
         self.name = name
+        self.verify_audio = verify_audio
         self.save_folder = Path(save_folder)
-        self.options = json.loads(json.dumps(dict(options), default=str))
+        self.options = json.loads(
+            json.dumps({**options, "verify_audio": verify_audio}, default=str)
+        )
         self.manifests = {split: self.save_folder / file for split, file in manifests.items()}
         self.state_file = self.save_folder / f"{name}_prepare.json"
         self.report_file = self.save_folder / f"{name}_prepare_report.tsv"
@@ -120,15 +128,30 @@ class Preparation:
         """The file's :class:`AudioInfo`, or None (and the row left out) when
         it is missing, unreadable, empty or too short."""
         try:
-            return audio_info(path, utt_id=utt_id, min_duration=min_duration)
+            return audio_info(
+                path, utt_id=utt_id, min_duration=min_duration, decode=self.verify_audio
+            )
         except AudioError as err:
             self.leave_out(split, utt_id, path, err.reason)
             return None
 
     def write(self, split: str, rows: Sequence[Mapping[str, str]]) -> None:
-        """Writes the manifest of ``split`` and counts its rows."""
-        write_manifest(self.manifests[split], rows)
-        self.counts[split] = len(rows)
+        """Writes the manifest of ``split`` and counts its rows.
+
+        A row whose id came earlier is left out (and reported). The first
+        write removes the state file, so a preparation interrupted from here
+        on is never taken for a finished one.
+        """
+        self.state_file.unlink(missing_ok=True)
+        kept, seen = [], set()
+        for row in rows:
+            if row["ID"] in seen:
+                self.leave_out(split, row["ID"], row["wav"], "duplicate id")
+                continue
+            seen.add(row["ID"])
+            kept.append(row)
+        write_manifest(self.manifests[split], kept)
+        self.counts[split] = len(kept)
 
     def finish(self) -> Dict[str, int]:
         """Writes the report and the state file, logs the counts, returns them."""
@@ -149,15 +172,26 @@ class Preparation:
             "%s: prepared %s in %s", self.name, _format_counts(self.counts), self.save_folder
         )
         if self.left_out:
-            reasons = Counter(_DETAILS.sub("", row["reason"]) for row in self.left_out)
             logger.warning(
                 "%s: left out %d rows (%s); each is listed in %s",
                 self.name,
                 len(self.left_out),
-                "; ".join(f"{n} x {reason}" for reason, n in sorted(reasons.items())),
+                summarize_reasons(row["reason"] for row in self.left_out),
                 self.report_file,
             )
         return dict(self.counts)
+
+
+def summarize_reasons(reasons: Iterable[str]) -> str:
+    """Counts reasons by kind, leaving out their parenthesised details.
+
+    Example
+    -------
+    >>> summarize_reasons(["file not found", "unreadable audio (Error 1)", "file not found"])
+    '2 x file not found, 1 x unreadable audio'
+    """
+    counts = Counter(_DETAILS.sub("", reason) for reason in reasons)
+    return ", ".join(f"{n} x {reason}" for reason, n in sorted(counts.items()))
 
 
 def _format_counts(counts: Mapping[str, int]) -> str:

@@ -17,14 +17,17 @@ under-sample a source.
 Both samplers are pure functions of ``(seed, epoch)``: nothing else is kept
 between epochs, so a run resumes by restoring the epoch and skipping the
 batches already consumed, which is what SpeechBrain's ``SaveableDataLoader``
-does after a mid-epoch checkpoint. The same property keeps DDP ranks in step
-under SpeechBrain's ``DistributedSamplerWrapper``.
+does after a mid-epoch checkpoint, and every DDP rank computes the same plan.
+Call ``set_epoch(epoch)`` before each epoch: SpeechBrain's ``Brain`` does so for
+the sampler it holds as ``train_sampler``; without it every epoch repeats the
+first one.
 """
 
 import logging
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 logger = logging.getLogger(__name__)
@@ -50,8 +53,12 @@ class WeightedMixtureSampler(Sampler):
         Draws per epoch (default: the total number of examples).
     seed : int
         Fixes every draw, together with the epoch.
-    epoch : int
-        Epoch to start at; SpeechBrain's Brain calls :meth:`set_epoch`.
+    epoch : int, optional
+        Epoch to start at (default: ``first_epoch``); see :meth:`set_epoch`.
+    first_epoch : int
+        Number of the first epoch: 1 as SpeechBrain's ``EpochCounter`` counts,
+        0 for loops that count from 0. Epoch ``first_epoch`` starts each
+        group's stream at its beginning.
 
     Example
     -------
@@ -71,7 +78,8 @@ class WeightedMixtureSampler(Sampler):
         weights: Mapping[str, float],
         num_samples: Optional[int] = None,
         seed: int = 0,
-        epoch: int = 0,
+        epoch: Optional[int] = None,
+        first_epoch: int = 1,
     ):
         unknown = sorted(set(weights) - set(groups))
         unweighted = sorted(set(groups) - set(weights))
@@ -93,11 +101,14 @@ class WeightedMixtureSampler(Sampler):
             sum(len(g) for g in self.groups) if num_samples is None else num_samples
         )
         self.seed = seed
-        self.epoch = epoch
+        self.first_epoch = first_epoch
         self.counts = _largest_remainder(self.weights, self.num_samples)
+        self.set_epoch(first_epoch if epoch is None else epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch whose draws the next iteration yields."""
+        if epoch < self.first_epoch:
+            raise ValueError(f"Epoch {epoch} comes before the first epoch {self.first_epoch}")
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -108,7 +119,8 @@ class WeightedMixtureSampler(Sampler):
         np.random.default_rng([self.seed, self.epoch]).shuffle(order)
         draws = np.empty(self.num_samples, dtype=np.int64)
         for g, count in enumerate(self.counts):
-            draws[order == g] = self._group_draws(g, self.epoch * count, count)
+            start = (self.epoch - self.first_epoch) * count
+            draws[order == g] = self._group_draws(g, start, count)
         return iter(draws.tolist())
 
     def _group_draws(self, g: int, start: int, count: int) -> np.ndarray:
@@ -143,6 +155,13 @@ class DurationBatchSampler(Sampler):
     batches of a window are then shuffled. An example longer than the budget
     gets a batch of its own; none is dropped.
 
+    Under DDP it shards itself: every rank computes the same plan and takes
+    every ``num_replicas``-th batch, the plan padded (by repeating its first
+    batches) so all ranks get the same number of batches, which no rank could
+    otherwise know in advance since it changes with the epoch. Do not wrap it
+    in SpeechBrain's ``DistributedSamplerWrapper``, whose length is fixed when
+    it is built.
+
     Arguments
     ---------
     sampler : Sampler or sequence of int
@@ -160,6 +179,11 @@ class DurationBatchSampler(Sampler):
         Shuffle the batches of each window (else they come shortest first).
     seed : int
         Fixes the batch order, together with the epoch.
+    epoch : int
+        Epoch to start at; see :meth:`set_epoch`.
+    num_replicas, rank : int, optional
+        DDP world size and this process's rank (default: from
+        ``torch.distributed`` when it is initialised, else 1 and 0).
 
     Example
     -------
@@ -178,7 +202,9 @@ class DurationBatchSampler(Sampler):
         buffer_size: Optional[int] = None,
         shuffle: bool = True,
         seed: int = 0,
-        epoch: int = 0,
+        epoch: int = 1,
+        num_replicas: Optional[int] = None,
+        rank: Optional[int] = None,
     ):
         if max_batch_duration <= 0:
             raise ValueError(f"max_batch_duration must be positive, got {max_batch_duration}")
@@ -190,6 +216,15 @@ class DurationBatchSampler(Sampler):
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = epoch
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if num_replicas is None:
+            num_replicas = torch.distributed.get_world_size() if distributed else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if distributed else 0
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        self.num_replicas = num_replicas
+        self.rank = rank
         self._plan: Dict[int, List[List[int]]] = {}
 
     def set_epoch(self, epoch: int) -> None:
@@ -206,8 +241,15 @@ class DurationBatchSampler(Sampler):
 
     def _batches(self) -> List[List[int]]:
         if self.epoch not in self._plan:
-            self._plan = {self.epoch: self._make_batches()}
+            self._plan = {self.epoch: self._shard(self._make_batches())}
         return self._plan[self.epoch]
+
+    def _shard(self, batches: List[List[int]]) -> List[List[int]]:
+        if self.num_replicas == 1:
+            return batches
+        total = -(-len(batches) // self.num_replicas) * self.num_replicas
+        padded = [batches[i % len(batches)] for i in range(total)]
+        return padded[self.rank :: self.num_replicas]
 
     def _make_batches(self) -> List[List[int]]:
         indices = np.fromiter(iter(self.sampler), dtype=np.int64)

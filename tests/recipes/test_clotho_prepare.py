@@ -115,3 +115,16 @@ def test_bad_tables_are_named(tmp_path):
     (root / "clotho_captions_evaluation.csv").unlink()
     with pytest.raises(FileNotFoundError, match="caption table not found"):
         clotho.prepare_clotho(root, tmp_path / "out", splits=["evaluation"])
+
+
+def test_a_clip_listed_twice_is_reported_once_written_once(tmp_path):
+    root = make_clotho(tmp_path)
+    table = root / "clotho_captions_evaluation.csv"
+    lines = table.read_bytes().splitlines(keepends=True)
+    table.write_bytes(b"".join(lines + lines[1:]))
+    assert clotho.prepare_clotho(root, tmp_path / "out", splits=["evaluation"]) == {"evaluation": 1}
+    assert [r[1:] for r in read_report(tmp_path / "out" / "clotho_prepare_report.tsv")] == [
+        ("Überlandbus stop", "$data_root/evaluation/Überlandbus stop.wav", "duplicate id")
+    ]
+    with pytest.raises(ValueError, match=r"Unknown Clotho splits \['dev'\]"):
+        clotho.prepare_clotho(root, tmp_path / "out", caption_splits=["dev"])

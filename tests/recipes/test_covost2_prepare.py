@@ -155,3 +155,13 @@ def test_bad_arguments_are_named(tmp_path):
     (folder / "validated.tsv").unlink()
     with pytest.raises(FileNotFoundError, match="Common Voice table not found: .*validated.tsv"):
         covost2.prepare_covost2(folder, tmp_path / "out", "en", "ja")
+
+
+def test_a_byte_order_mark_before_the_header_is_tolerated(tmp_path):
+    folder = make_en_ja(tmp_path)
+    covost2.prepare_covost2(folder, tmp_path / "plain", "en", "ja", splits=["train"])
+    for table in (folder / "validated.tsv", folder / "covost_v2.en_ja.tsv"):
+        table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    covost2.prepare_covost2(folder, tmp_path / "bom", "en", "ja", splits=["train"])
+    plain, bom = (read_rows(tmp_path / d / "en_ja_train.csv") for d in ("plain", "bom"))
+    assert bom == plain and len(bom) == 2

@@ -129,3 +129,15 @@ def test_runs_from_the_command_line(tmp_path):
     assert read_rows(tmp_path / "cli" / "test-clean.csv")[0]["answer"] == (
         "he hoped there would be stew for dinner"
     )
+
+
+def test_byte_order_marks_and_crlf_are_tolerated_and_bad_encodings_named(tmp_path):
+    root = make_librispeech(tmp_path)
+    trans = root / "dev-clean" / "2277" / "149896" / "2277-149896.trans.txt"
+    trans.write_bytes(b"\xef\xbb\xbf" + trans.read_bytes().replace(b"\n", b"\r\n"))
+    librispeech.prepare_librispeech(root, tmp_path / "out", splits=["dev-clean"])
+    (written,) = read_rows(tmp_path / "out" / "dev-clean.csv")
+    assert written == expected_rows("dev-clean")[0]
+    trans.write_bytes(b"2277-149896-0000 CAF\xc9\n")  # ISO-8859-1, not UTF-8
+    with pytest.raises(ValueError, match="2277-149896.trans.txt' is not UTF-8 text"):
+        librispeech.prepare_librispeech(root, tmp_path / "again", splits=["dev-clean"])

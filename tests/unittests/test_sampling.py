@@ -35,22 +35,22 @@ def test_proportions_over_10000_draws_are_within_one_percent():
 
 
 def test_same_seed_same_draws_other_seed_or_epoch_other_draws():
-    def draws(seed, epoch=0):
+    def draws(seed, epoch=1):
         sampler = WeightedMixtureSampler(GROUPS, WEIGHTS, num_samples=10_000, seed=seed)
         sampler.set_epoch(epoch)
         return list(sampler)
 
     assert draws(7) == draws(7)
     assert draws(7) != draws(8)
-    assert draws(7, epoch=1) != draws(7)
-    assert draws(7, epoch=1) == draws(7, epoch=1)
+    assert draws(7, epoch=2) != draws(7)
+    assert draws(7, epoch=2) == draws(7, epoch=2)
 
 
 def test_groups_are_walked_without_repeats_across_epochs():
     groups = {"big": range(0, 100), "small": range(100, 110)}
     sampler = WeightedMixtureSampler(groups, {"big": 1, "small": 1}, num_samples=40, seed=0)
     seen_big, seen_small = [], []
-    for epoch in range(5):
+    for epoch in range(1, 6):  # SpeechBrain's EpochCounter counts from 1
         sampler.set_epoch(epoch)
         draws = list(sampler)
         seen_big += [i for i in draws if i < 100]
@@ -60,6 +60,15 @@ def test_groups_are_walked_without_repeats_across_epochs():
     # ... and cycle through the small one 10 times, each pass a full permutation
     for k in range(10):
         assert sorted(seen_small[10 * k : 10 * (k + 1)]) == list(range(100, 110))
+    # loops counting epochs from 0 say so, and get the same stream
+    zero_based = WeightedMixtureSampler(
+        groups, {"big": 1, "small": 1}, num_samples=40, seed=0, first_epoch=0
+    )
+    zero_based.set_epoch(4)
+    assert list(zero_based) != draws  # other interleaving (the epoch seeds the order) ...
+    assert sorted(zero_based) == sorted(draws)  # ... of the same examples
+    with pytest.raises(ValueError, match="Epoch 0 comes before the first epoch 1"):
+        sampler.set_epoch(0)
 
 
 def test_bad_weights_are_refused_with_names():
@@ -86,7 +95,7 @@ def test_duration_batches_respect_the_budget_and_keep_every_draw():
     for batch in batches:
         longest = max(durs[i] for i in batch)
         assert len(batch) * longest <= 120 or len(batch) == 1
-    assert len(batches) == len(list(batches))
+    assert len(batches) == len(list(batches)) and len(batches) < len(flat)
     # mixing survives batching: proportions over all batches are the weights
     counts = Counter(group_of(i) for i in flat)
     assert counts == {"asr": 1600, "ast": 1200, "er": 800, "aac": 400}
@@ -106,9 +115,9 @@ def test_duration_batches_are_deterministic_per_epoch():
         batches.set_epoch(epoch)
         return list(batches)
 
-    assert plan(0, 0) == plan(0, 0)
-    assert plan(0, 1) != plan(0, 0)
-    assert plan(1, 0) != plan(0, 0)
+    assert plan(0, 1) == plan(0, 1)
+    assert plan(0, 2) != plan(0, 1)
+    assert plan(1, 1) != plan(0, 1)
 
 
 def test_long_examples_get_their_own_batch_and_batch_size_is_capped():
@@ -151,3 +160,32 @@ def test_an_interrupted_epoch_resumes_with_the_same_batches(tmp_path):
     rest = list(resumed_loader)
     assert consumed + rest == uninterrupted
     assert len(consumed) == 5 and len(rest) == len(uninterrupted) - 5
+
+
+def test_ddp_ranks_get_disjoint_equal_shards_every_epoch():
+    durs = durations_for(300, seed=4)
+    mixture = {"a": range(200), "b": range(200, 300)}
+
+    def shards(epoch, world):
+        plans = []
+        for rank in range(world):
+            sampler = WeightedMixtureSampler(mixture, {"a": 1, "b": 2}, seed=3)
+            batches = DurationBatchSampler(
+                sampler, durs, 40.0, buffer_size=50, seed=3, num_replicas=world, rank=rank
+            )
+            batches.set_epoch(epoch)
+            plans.append(list(batches))
+        return plans
+
+    sizes = set()
+    for epoch in range(1, 6):
+        (whole,) = shards(epoch, 1)
+        sizes.add(len(whole))
+        ranks = shards(epoch, 3)
+        assert len({len(plan) for plan in ranks}) == 1  # same count on every rank
+        interleaved = [b for step in zip(*ranks) for b in step]
+        assert interleaved[: len(whole)] == whole  # every batch once, in order ...
+        assert interleaved[len(whole) :] == whole[: len(interleaved) - len(whole)]  # ... + pad
+    assert len(sizes) > 1  # the number of batches does change between epochs
+    with pytest.raises(ValueError, match=r"rank 2 is not in \[0, 2\)"):
+        DurationBatchSampler(range(3), [1, 1, 1], 5.0, num_replicas=2, rank=2)
