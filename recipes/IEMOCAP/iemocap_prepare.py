@@ -31,29 +31,24 @@ from speechbrain_mowe.dataio import (
 
 logger = logging.getLogger(__name__)
 
+#: Every IEMOCAP category code and the word a model answers for it.
+EMOTIONS = {
+    "neu": "neutral",
+    "hap": "happy",
+    "exc": "excited",
+    "ang": "angry",
+    "sad": "sad",
+    "fru": "frustrated",
+    "fea": "fearful",
+    "sur": "surprised",
+    "dis": "disgusted",
+}
 #: IEMOCAP label code -> answer word, per label set.
 LABEL_SETS = {
-    "4class": {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"},
-    "4class_no_exc": {"neu": "neutral", "hap": "happy", "ang": "angry", "sad": "sad"},
-    "6class": {
-        "neu": "neutral",
-        "hap": "happy",
-        "exc": "excited",
-        "ang": "angry",
-        "sad": "sad",
-        "fru": "frustrated",
-    },
-    "9class": {
-        "neu": "neutral",
-        "hap": "happy",
-        "exc": "excited",
-        "ang": "angry",
-        "sad": "sad",
-        "fru": "frustrated",
-        "fea": "fearful",
-        "sur": "surprised",
-        "dis": "disgusted",
-    },
+    "4class": {**{c: EMOTIONS[c] for c in ("neu", "hap", "ang", "sad")}, "exc": "happy"},
+    "4class_no_exc": {c: EMOTIONS[c] for c in ("neu", "hap", "ang", "sad")},
+    "6class": {c: EMOTIONS[c] for c in ("neu", "hap", "exc", "ang", "sad", "fru")},
+    "9class": dict(EMOTIONS),
 }
 
 _SUMMARY = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[([^\]]*)\]")
