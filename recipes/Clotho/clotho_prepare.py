@@ -21,6 +21,7 @@ from typing import Dict, Sequence
 from speechbrain_mowe.dataio import (
     TASKS,
     Preparation,
+    check_splits,
     clean_text,
     example_rng,
     manifest_row,
@@ -74,9 +75,7 @@ def prepare_clotho(
     """
     if skip_prep:
         return None
-    unknown = [split for split in (*splits, *caption_splits) if split not in SPLITS]
-    if unknown:
-        raise ValueError(f"Unknown Clotho splits {unknown}; the splits are {list(SPLITS)}")
+    check_splits("Clotho", [*splits, *caption_splits], SPLITS)
     data_folder = Path(data_folder)
     options = dict(
         data_folder=data_folder,
@@ -84,10 +83,9 @@ def prepare_clotho(
         caption_splits=list(caption_splits),
         encoding=encoding,
         seed=seed,
-        min_duration=min_duration,
     )
     manifests = {split: f"{split}.csv" for split in splits}
-    prep = Preparation("clotho", save_folder, options, manifests, verify_audio)
+    prep = Preparation("clotho", save_folder, options, manifests, min_duration, verify_audio)
     if prep.is_done():
         return prep.counts
     for split in splits:
@@ -97,7 +95,7 @@ def prepare_clotho(
         for line, file_name, captions in _read_captions(table, encoding):
             stem = Path(file_name).stem
             wav = data_folder / split / audio.get(_nfc(file_name), file_name)
-            info = prep.check_audio(split, stem, wav, min_duration)
+            info = prep.check_audio(split, stem, wav)
             if info is None:
                 continue
             kept = [(k, c) for k, c in enumerate(captions, 1) if c]

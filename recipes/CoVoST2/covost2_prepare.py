@@ -31,6 +31,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from speechbrain_mowe.dataio import (
     TASKS,
     Preparation,
+    check_splits,
     clean_text,
     example_rng,
     manifest_row,
@@ -113,9 +114,7 @@ def prepare_covost2(
             f"CoVoST 2 has no direction {source_language}->{target_language}; its directions "
             f"are en->{{{', '.join(EN_TARGETS)}}} and {{{', '.join(X_SOURCES)}}}->en"
         )
-    unknown = [split for split in splits if split not in SPLITS]
-    if unknown:
-        raise ValueError(f"Unknown CoVoST 2 splits {unknown}; the splits are {list(SPLITS)}")
+    check_splits("CoVoST 2", splits, SPLITS)
     data_folder = Path(data_folder)
     covost_table = _find_covost_table(Path(covost_folder or data_folder), *direction)
     pair = f"{source_language}_{target_language}"
@@ -124,10 +123,11 @@ def prepare_covost2(
         covost_table=covost_table,
         splits=list(splits),
         seed=seed,
-        min_duration=min_duration,
     )
     manifests = {split: f"{pair}_{split}.csv" for split in splits}
-    prep = Preparation(f"covost2_{pair}", save_folder, options, manifests, verify_audio)
+    prep = Preparation(
+        f"covost2_{pair}", save_folder, options, manifests, min_duration, verify_audio
+    )
     if prep.is_done():
         return prep.counts
 
@@ -166,7 +166,7 @@ def prepare_covost2(
         if not translation:
             prep.leave_out(split, utt_id, wav, f"empty translation (line {line})")
             continue
-        info = prep.check_audio(split, utt_id, wav, min_duration)
+        info = prep.check_audio(split, utt_id, wav)
         if info is None:
             continue
         rng = example_rng(seed, utt_id) if split == "train" else None

@@ -124,19 +124,18 @@ def prepare_iemocap(
         labels=labels,
         valid_ratio=valid_ratio,
         seed=seed,
-        min_duration=min_duration,
     )
     manifests = {
         f"fold_{k}/{split}": f"fold_{k}/{split}.csv"
         for k in test_sessions
         for split in ("train", "valid", "test")
     }
-    prep = Preparation("iemocap", save_folder, options, manifests, verify_audio)
+    prep = Preparation("iemocap", save_folder, options, manifests, min_duration, verify_audio)
     if prep.is_done():
         return prep.counts
 
     answers = ", ".join(dict.fromkeys(labels.values()))
-    turns = {k: _session_turns(data_folder, k, labels, min_duration, prep) for k in found}
+    turns = {k: _session_turns(data_folder, k, labels, prep) for k in found}
     for k in test_sessions:
         train = [turn for s in found if s != k for turn in turns[s]]
         n_valid = round(valid_ratio * len(train))
@@ -180,7 +179,7 @@ def _label_map(label_set) -> Dict[str, str]:
 
 
 def _session_turns(
-    data_folder: Path, session: int, labels: Mapping[str, str], min_duration: float, prep
+    data_folder: Path, session: int, labels: Mapping[str, str], prep: Preparation
 ) -> List[dict]:
     """The labelled turns of one session whose label is in ``labels``."""
     root = data_folder / f"Session{session}"
@@ -201,7 +200,7 @@ def _session_turns(
                     excluded[code] += 1
                     continue
                 wav = root / "sentences" / "wav" / evaluation.stem / f"{turn}.wav"
-                info = prep.check_audio(f"Session{session}", turn, wav, min_duration)
+                info = prep.check_audio(f"Session{session}", turn, wav)
                 if info is None:
                     continue
                 turns.append(

@@ -17,6 +17,7 @@ from typing import Sequence
 from speechbrain_mowe.dataio import (
     TASKS,
     Preparation,
+    check_splits,
     clean_text,
     example_rng,
     manifest_row,
@@ -78,14 +79,11 @@ def prepare_librispeech(
         data_folder=data_folder,
         splits=list(splits),
         seed=seed,
-        min_duration=min_duration,
         lowercase=lowercase,
     )
-    unknown = [split for split in splits if split not in SPLITS]
-    if unknown:
-        raise ValueError(f"Unknown LibriSpeech splits {unknown}; the splits are {list(SPLITS)}")
+    check_splits("LibriSpeech", splits, SPLITS)
     manifests = {split: f"{split}.csv" for split in splits}
-    prep = Preparation("librispeech", save_folder, options, manifests, verify_audio)
+    prep = Preparation("librispeech", save_folder, options, manifests, min_duration, verify_audio)
     if prep.is_done():
         return prep.counts
     absent = [split for split in splits if not (data_folder / split).is_dir()]
@@ -103,7 +101,7 @@ def prepare_librispeech(
                 if not text:
                     prep.leave_out(split, utt_id, wav, f"empty transcript in {trans.name}")
                     continue
-                info = prep.check_audio(split, utt_id, wav, min_duration)
+                info = prep.check_audio(split, utt_id, wav)
                 if info is None:
                     continue
                 rng = example_rng(seed, utt_id) if split.startswith("train") else None

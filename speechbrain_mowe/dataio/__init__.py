@@ -23,7 +23,11 @@ from speechbrain_mowe.dataio.pipelines import (
     audio_pipeline,
     collate_audio,
 )
-from speechbrain_mowe.dataio.preparation import Preparation, run_from_command_line
+from speechbrain_mowe.dataio.preparation import (
+    Preparation,
+    check_splits,
+    run_from_command_line,
+)
 from speechbrain_mowe.dataio.sampling import (
     DurationBatchSampler,
     WeightedMixtureSampler,
@@ -57,6 +61,7 @@ __all__ = [
     "audio_pipeline",
     "collate_audio",
     "Preparation",
+    "check_splits",
     "run_from_command_line",
     "DurationBatchSampler",
     "WeightedMixtureSampler",

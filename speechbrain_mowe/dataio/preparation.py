@@ -50,6 +50,8 @@ class Preparation:
         with different options prepares again.
     manifests : dict
         Split name -> manifest file name inside ``save_folder``.
+    min_duration : float
+        Audio shorter than this (s) is left out by :meth:`check_audio`.
     verify_audio : bool
         Decode every file when checking it (see
         :func:`~speechbrain_mowe.dataio.audio.audio_info`), instead of reading
@@ -81,13 +83,18 @@ class Preparation:
         save_folder,
         options: Mapping[str, Any],
         manifests: Mapping[str, str],
+        min_duration: float = 0.0,
         verify_audio: bool = False,
     ):
         self.name = name
+        self.min_duration = min_duration
         self.verify_audio = verify_audio
         self.save_folder = Path(save_folder)
         self.options = json.loads(
-            json.dumps({**options, "verify_audio": verify_audio}, default=str)
+            json.dumps(
+                {**options, "min_duration": min_duration, "verify_audio": verify_audio},
+                default=str,
+            )
         )
         self.manifests = {split: self.save_folder / file for split, file in manifests.items()}
         self.state_file = self.save_folder / f"{name}_prepare.json"
@@ -122,14 +129,12 @@ class Preparation:
         """Records a row that will not be in the manifest, and why."""
         self.left_out.append({"split": split, "id": utt_id, "path": str(path), "reason": reason})
 
-    def check_audio(
-        self, split: str, utt_id: str, path, min_duration: float = 0.0
-    ) -> Optional[AudioInfo]:
+    def check_audio(self, split: str, utt_id: str, path) -> Optional[AudioInfo]:
         """The file's :class:`AudioInfo`, or None (and the row left out) when
-        it is missing, unreadable, empty or too short."""
+        it is missing, unreadable, empty or shorter than ``min_duration``."""
         try:
             return audio_info(
-                path, utt_id=utt_id, min_duration=min_duration, decode=self.verify_audio
+                path, utt_id=utt_id, min_duration=self.min_duration, decode=self.verify_audio
             )
         except AudioError as err:
             self.leave_out(split, utt_id, path, err.reason)
@@ -180,6 +185,21 @@ class Preparation:
                 self.report_file,
             )
         return dict(self.counts)
+
+
+def check_splits(dataset: str, splits: Sequence[str], known: Sequence[str]) -> None:
+    """Raises a ``ValueError`` naming the ``splits`` that are not ``known``.
+
+    Example
+    -------
+    >>> check_splits("Clotho", ["dev"], ["development", "evaluation"])
+    Traceback (most recent call last):
+     ...
+    ValueError: Unknown Clotho splits ['dev']; the splits are ['development', 'evaluation']
+    """
+    unknown = [split for split in splits if split not in known]
+    if unknown:
+        raise ValueError(f"Unknown {dataset} splits {unknown}; the splits are {list(known)}")
 
 
 def summarize_reasons(reasons: Iterable[str]) -> str:

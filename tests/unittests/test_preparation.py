@@ -53,10 +53,10 @@ def test_verify_audio_measures_truncated_mp3_by_decoding(tmp_path):
     decoded = audio_info(path, decode=True)
     assert header.duration == pytest.approx(2.0, abs=0.01)  # the header still claims 2 s
     assert 0.2 < decoded.duration < 0.8
-    prep = Preparation("toy", tmp_path, {}, {}, verify_audio=True)
-    assert prep.check_audio("train", "cut", path, min_duration=1.0) is None
+    prep = Preparation("toy", tmp_path, {}, {}, min_duration=1.0, verify_audio=True)
+    assert prep.check_audio("train", "cut", path) is None
     assert prep.left_out[0]["reason"].startswith("too short (0.")
-    assert prep.options == {"verify_audio": True}
+    assert prep.options == {"min_duration": 1.0, "verify_audio": True}
 
 
 def test_command_line_types_follow_the_signature():
