@@ -35,15 +35,49 @@ class AudioLLMOutput(NamedTuple):
 
     logits : torch.Tensor
         ``[b, t, v]``.
-    loss : torch.Tensor
-        Mean cross-entropy over answer tokens.
+    loss : torch.Tensor or None
+        Mean cross-entropy over answer tokens (None when not asked for).
     labels : torch.Tensor
         ``[b, t]`` targets aligned with ``logits`` inputs (-100 = ignored).
     """
 
     logits: torch.Tensor
-    loss: torch.Tensor
+    loss: Optional[torch.Tensor]
     labels: torch.Tensor
+
+
+def answer_token_losses(
+    logits: torch.Tensor, labels: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy and token count of each example's answer.
+
+    Computed in float32 whatever the logits' dtype, so that callers running
+    the model under autocast can take the loss outside it.
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        ``[b, t, v]`` from :meth:`AudioLLM.forward`.
+    labels : torch.Tensor
+        ``[b, t]`` aligned with the inputs (-100 = ignored).
+
+    Returns
+    -------
+    sums, counts : torch.Tensor
+        ``[b]`` each; the mean loss of a batch is ``sums.sum() / counts.sum()``.
+
+    Example
+    -------
+    >>> logits = torch.zeros(1, 3, 4)
+    >>> sums, counts = answer_token_losses(logits, torch.tensor([[-100, 2, 1]]))
+    >>> counts, torch.allclose(sums, 2 * torch.log(torch.tensor([4.0])))
+    (tensor([2]), True)
+    """
+    targets = labels[:, 1:]
+    token_losses = nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    return token_losses.sum(1), (targets != IGNORE_INDEX).sum(1)
 
 
 class AudioLLM(TrainableStateMixin, nn.Module):
@@ -252,6 +286,7 @@ class AudioLLM(TrainableStateMixin, nn.Module):
         prefix: Tokens,
         suffix: Tokens,
         answer: Tokens,
+        return_loss: bool = True,
     ) -> AudioLLMOutput:
         """Teacher-forced logits and the answer cross-entropy.
 
@@ -265,6 +300,9 @@ class AudioLLM(TrainableStateMixin, nn.Module):
             Token ids ``[b, t]`` with relative lengths, as made by
             :meth:`tokenize_prompts` and :meth:`tokenize_answers` (or
             SpeechBrain's ``PaddedBatch``).
+        return_loss : bool
+            Compute the mean answer cross-entropy (else ``loss`` is None, e.g.
+            to compute it outside autocast with :func:`answer_token_losses`).
         """
         embeds, mask, positions, labels = self._assemble(
             audio_embeds, audio_lens, prefix, suffix, answer, left_pad=False
@@ -272,11 +310,10 @@ class AudioLLM(TrainableStateMixin, nn.Module):
         logits = self.model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=positions
         ).logits
-        loss = nn.functional.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(),
-            labels[:, 1:].flatten(),
-            ignore_index=IGNORE_INDEX,
-        )
+        loss = None
+        if return_loss:
+            sums, counts = answer_token_losses(logits, labels)
+            loss = sums.sum() / counts.sum()
         return AudioLLMOutput(logits, loss, labels)
 
     @torch.no_grad()

@@ -19,7 +19,7 @@ Shape legend: ``b`` batch, ``s`` samples, ``t`` base frames, ``d`` channels,
 ``e`` experts.
 """
 
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -164,6 +164,7 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
         wavs: torch.Tensor,
         wav_lens: Optional[torch.Tensor] = None,
         task_ids: Optional[torch.Tensor] = None,
+        base_output: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> MoWEOutput:
         """Encodes a batch.
 
@@ -175,12 +176,22 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
             ``[b]`` relative lengths.
         task_ids : torch.Tensor, optional
             ``[b]`` task indices for task-conditioned routers.
+        base_output : (torch.Tensor, torch.Tensor), optional
+            The frozen base encoder's ``(feats, lens)`` for these waveforms,
+            computed earlier (e.g. read from a
+            :class:`~speechbrain_mowe.feature_cache.FeatureCache`); the base
+            encoder is then not run.
         """
         batch = wavs.shape[0]
         if wav_lens is None:
             wav_lens = torch.ones(batch, device=wavs.device)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_base):
-            base_feats, base_lens = self.base(wavs, wav_lens)
+        if base_output is not None:
+            if not self.freeze_base:
+                raise ValueError("base_output can only stand in for a frozen base encoder")
+            base_feats, base_lens = base_output
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_base):
+                base_feats, base_lens = self.base(wavs, wav_lens)
         base_frames = to_absolute(base_lens, base_feats.shape[1])
         base_feats = zero_padding(self.base_norm(base_feats), base_frames)
         zero = base_feats.new_zeros(())
