@@ -22,6 +22,7 @@ from speechbrain_mowe.dataio.pipelines import (
     UnreadableAudio,
     audio_pipeline,
     collate_audio,
+    prompt_pipeline,
 )
 from speechbrain_mowe.dataio.preparation import (
     Preparation,
@@ -60,6 +61,7 @@ __all__ = [
     "UnreadableAudio",
     "audio_pipeline",
     "collate_audio",
+    "prompt_pipeline",
     "Preparation",
     "check_splits",
     "run_from_command_line",

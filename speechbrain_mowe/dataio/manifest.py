@@ -146,6 +146,13 @@ def load_manifest(path, data_root) -> Dict[str, Dict]:
     return data
 
 
+def _rows(paths, data_root):
+    """``(path, id, row)`` of one or several manifests."""
+    for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        for utt_id, row in load_manifest(path, data_root).items():
+            yield path, utt_id, row
+
+
 def load_manifests(
     manifests: Mapping[str, "os.PathLike | str"], data_roots: Mapping[str, "os.PathLike | str"]
 ) -> Tuple[DynamicItemDataset, Dict[str, List[int]]]:
@@ -154,7 +161,8 @@ def load_manifests(
     Arguments
     ---------
     manifests : mapping
-        Source name -> manifest path, e.g. ``{"asr": ".../train-clean-100.csv"}``.
+        Source name -> manifest path, e.g. ``{"asr": ".../train-clean-100.csv"}``,
+        or a list of paths whose rows form one source.
     data_roots : mapping
         Source name -> the folder that ``$data_root`` stands for in that manifest.
 
@@ -171,9 +179,8 @@ def load_manifests(
     if missing:
         raise KeyError(f"No data root given for manifests {missing}")
     data, origin, groups = {}, {}, {}
-    for source, path in manifests.items():
-        rows = load_manifest(path, data_roots[source])
-        for utt_id, row in rows.items():
+    for source, paths in manifests.items():
+        for path, utt_id, row in _rows(paths, data_roots[source]):
             if utt_id in data:
                 raise ValueError(
                     f"Example id '{utt_id}' is in both {origin[utt_id]} and {path}; "

@@ -11,8 +11,9 @@ clips are all unusable comes out as an :class:`EmptyBatch` (``batchsize`` 0).
 
 import logging
 from collections import Counter
-from typing import Callable, List, NamedTuple, Union
+from typing import Callable, List, NamedTuple, Sequence, Union
 
+import torch
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.data_pipeline import provides, takes
 
@@ -152,3 +153,56 @@ class SkippedClips:
         if not self.reasons:
             return "no clip skipped"
         return f"{self.count} clips skipped ({summarize_reasons(self.reasons.elements())})"
+
+
+def prompt_pipeline(llm, tasks: Sequence[str]) -> Callable:
+    """A dynamic item tokenizing each example's prompt and answer for ``llm``.
+
+    Provides ``prefix`` and ``suffix`` (the prompt around the audio),
+    ``answer_tokens`` (the answer and the end token) and ``task_id`` (the
+    task's position in ``tasks``, for task-conditioned routers). Prompts are
+    tokenized once per distinct instruction.
+
+    Arguments
+    ---------
+    llm : speechbrain_mowe.lobes.AudioLLM
+        Provides ``tokenize_prompt`` and ``tokenize_answer``.
+    tasks : sequence of str
+        Every task the model knows, in router order.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain.dataio.dataset import DynamicItemDataset
+    >>> from speechbrain_mowe.lobes import AudioLLM
+    >>> from speechbrain_mowe.tiny import make_tiny_llm
+    >>> llm = AudioLLM(make_tiny_llm(tempfile.mkdtemp()), lora_rank=0)
+    >>> data = DynamicItemDataset({"a": {"task": "aac", "instruction": "Describe.",
+    ...                                  "answer": "rain"}})
+    >>> data.add_dynamic_item(prompt_pipeline(llm, ["asr", "aac"]))
+    >>> data.set_output_keys(["task_id", "answer_tokens"])
+    >>> example = data[0]
+    >>> example["task_id"], llm.decode([example["answer_tokens"].tolist()])
+    (1, ['rain'])
+    """
+    task_ids = {name: index for index, name in enumerate(tasks)}
+    prompts = {}
+
+    @takes("id", "task", "instruction", "answer")
+    @provides("task_id", "prefix", "suffix", "answer_tokens")
+    def tokenize(utt_id, task, instruction, answer):
+        if task not in task_ids:
+            raise KeyError(
+                f"Example '{utt_id}' has task '{task}', which is not among the model's "
+                f"tasks {list(tasks)}; add it to the `tasks` hyperparameter"
+            )
+        if instruction not in prompts:
+            prompts[instruction] = [
+                torch.tensor(ids, dtype=torch.long) for ids in llm.tokenize_prompt(instruction)
+            ]
+        yield task_ids[task]
+        yield prompts[instruction][0]
+        yield prompts[instruction][1]
+        yield torch.tensor(llm.tokenize_answer(answer), dtype=torch.long)
+
+    return tokenize

@@ -1,0 +1,307 @@
+"""What every recipe's ``train.py`` does around its own data preparation.
+
+A recipe parses its command line with :func:`setup_experiment`, prepares its
+corpus, and hands over to :func:`train_and_evaluate`, which builds the data
+(:func:`dataio_prepare`), the :class:`~speechbrain_mowe.brain.MoWEBrain`,
+trains and tests. Model families live in the repository's ``hparams/``
+folder and are loaded by :func:`load_family`, so one line of the recipe's
+YAML (or ``--model_family=...``) switches between them.
+
+The data part of a recipe's YAML::
+
+    tasks: [asr, ast, er, aac]      # the router's task ids, in order
+    data_root: /data/LibriSpeech    # or a mapping source -> folder
+    train_data: {train-clean-100: manifests/train-clean-100.csv}
+    train_weights: null             # or source -> weight (multi-task mixing)
+    valid_data: {dev-clean: manifests/dev-clean.csv}
+    test_data: {test-clean: manifests/test-clean.csv}
+    max_batch_duration: 200         # padded seconds per batch
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.utils.distributed import ddp_init_group
+
+from speechbrain_mowe.dataio import (
+    DurationBatchSampler,
+    WeightedMixtureSampler,
+    audio_pipeline,
+    collate_audio,
+    durations,
+    load_manifests,
+    prompt_pipeline,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Where the shared model families (``<name>.yaml``) live in a checkout.
+FAMILIES_FOLDER = Path(__file__).resolve().parents[1] / "hparams"
+#: Columns every batch carries.
+OUTPUT_KEYS = [
+    "id",
+    "sig",
+    "task",
+    "task_id",
+    "source",
+    "prefix",
+    "suffix",
+    "answer_tokens",
+    "answer",
+    "references",
+]
+#: Columns carried when the manifests have them (used by the metrics).
+OPTIONAL_KEYS = ["target_language"]
+
+
+def family_path(name: str) -> Path:
+    """The YAML file of a model family: a name from ``hparams/`` or a path.
+
+    Example
+    -------
+    >>> family_path("tiny_mowe").name
+    'tiny_mowe.yaml'
+    """
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"Model family file {path} does not exist")
+        return path
+    path = FAMILIES_FOLDER / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in FAMILIES_FOLDER.glob("*.yaml"))
+        raise FileNotFoundError(
+            f"Unknown model family '{name}'. Known families: {', '.join(known)} "
+            "(or give the path of a .yaml file)"
+        )
+    return path
+
+
+def load_family(name: str, sources: Optional[Mapping[str, str]] = None, **settings) -> Dict:
+    """Loads a model family's YAML with its sources filled in.
+
+    Arguments
+    ---------
+    name : str
+        A family in ``hparams/`` (``tiny_mowe``, ``mowe_paper``, ``base_only``,
+        ``salmonn_like``, ``wavllm_like``) or a YAML path.
+    sources : mapping, optional
+        Values for the family's ``!PLACEHOLDER`` model paths; keys a family
+        does not use are ignored, so one mapping can serve several families.
+    **settings
+        Further overrides (e.g. ``num_tasks``).
+
+    Returns
+    -------
+    dict
+        The family's objects, including ``mowe_encoder``, ``projector`` and ``llm``.
+    """
+    path = family_path(name)
+    overrides = {**(sources or {}), **settings}
+    try:
+        with open(path) as f:
+            return load_hyperpyyaml(f, overrides, overrides_must_match=False)
+    except ValueError as err:
+        if "!PLACEHOLDER" not in str(err):
+            raise
+        raise ValueError(
+            f"Model family '{name}' ({path}): {err} Give it in the recipe's `model_sources`, "
+            f'e.g. --model_sources="{{key: /path/or/hub-name, ...}}"'
+        ) from None
+
+
+def setup_experiment(argv: Sequence[str]) -> Tuple[Dict, Dict, str]:
+    """Parses a recipe's command line, loads its YAML and prepares the run.
+
+    Initialises DDP when launched by ``torchrun`` and creates the experiment
+    folder (with a copy of the YAML and the overrides), as SpeechBrain
+    recipes do.
+
+    Returns
+    -------
+    hparams : dict
+    run_opts : dict
+    hparams_file : str
+    """
+    hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
+    if not Path(hparams_file).is_file():
+        raise FileNotFoundError(f"Hyperparameter file {hparams_file} does not exist")
+    ddp_init_group(run_opts)
+    with open(hparams_file) as f:
+        try:
+            hparams = load_hyperpyyaml(f, overrides)
+        except Exception as err:
+            if overrides and type(err).__module__.startswith("ruamel"):
+                raise ValueError(
+                    f"Could not read the command-line overrides of {hparams_file} as YAML:\n"
+                    f"{overrides}\n{err}"
+                ) from None
+            raise
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    return hparams, run_opts, hparams_file
+
+
+def split_manifests(folder: str, splits: Sequence[str], prefix: str = "") -> Dict[str, str]:
+    """``{split: <folder>/<prefix><split>.csv}``, for the YAML's data mappings.
+
+    Example
+    -------
+    >>> split_manifests("manifests", ["dev-clean", "dev-other"])
+    {'dev-clean': 'manifests/dev-clean.csv', 'dev-other': 'manifests/dev-other.csv'}
+    """
+    return {split: os.path.join(folder, f"{prefix}{split}.csv") for split in splits}
+
+
+def manifest_paths(folder: str, splits: Sequence[str], prefix: str = "") -> List[str]:
+    """``[<folder>/<prefix><split>.csv, ...]``: several manifests forming one source.
+
+    Example
+    -------
+    >>> manifest_paths("librispeech", ["train-clean-100", "train-clean-360"])
+    ['librispeech/train-clean-100.csv', 'librispeech/train-clean-360.csv']
+    """
+    return list(split_manifests(folder, splits, prefix).values())
+
+
+class ExperimentData(NamedTuple):
+    """Datasets and the loader settings :class:`~speechbrain_mowe.brain.MoWEBrain` needs."""
+
+    train: DynamicItemDataset
+    train_loader_kwargs: Dict
+    valid: DynamicItemDataset
+    valid_loader_kwargs: Dict
+    tests: Dict[str, Tuple[DynamicItemDataset, Dict]]
+
+
+def _roots(data_root, sources) -> Dict[str, str]:
+    if isinstance(data_root, Mapping):
+        return dict(data_root)
+    return {source: data_root for source in sources}
+
+
+def _dataset(manifests: Mapping[str, str], hparams: Dict, llm):
+    """A dataset over several manifests with the audio and prompt pipelines."""
+    for source, paths in manifests.items():
+        for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+            if not Path(path).is_file():
+                raise FileNotFoundError(
+                    f"Manifest {path} (source '{source}') does not exist; run the preparation "
+                    "first or check the data paths in the YAML"
+                )
+    dataset, groups = load_manifests(manifests, _roots(hparams["data_root"], manifests))
+    dataset.add_dynamic_item(audio_pipeline(min_duration=hparams.get("min_duration", 0.0)))
+    dataset.add_dynamic_item(prompt_pipeline(llm, hparams["tasks"]))
+    first = next(iter(dataset.data.values()), {})
+    keys = OUTPUT_KEYS + [key for key in OPTIONAL_KEYS if key in first]
+    dataset.set_output_keys(keys)
+    return dataset, groups
+
+
+def _eval_kwargs(dataset, hparams: Dict) -> Dict:
+    batches = DurationBatchSampler(
+        range(len(dataset)),
+        durations(dataset),
+        max_batch_duration=hparams.get("eval_max_batch_duration", hparams["max_batch_duration"]),
+        max_batch_size=hparams.get("eval_max_batch_size", hparams.get("max_batch_size")),
+        shuffle=False,
+    )
+    return {
+        "batch_sampler": batches,
+        "collate_fn": collate_audio,
+        "num_workers": hparams.get("num_workers", 0),
+    }
+
+
+def dataio_prepare(hparams: Dict, llm) -> ExperimentData:
+    """Builds the training, validation and test data of a recipe.
+
+    Training draws ``num_samples`` examples per epoch (default: all) from the
+    ``train_data`` sources in ``train_weights`` proportions (default: their
+    sizes, i.e. their union), seeded by ``seed`` and the epoch, and packs them
+    into batches of at most ``max_batch_duration`` padded seconds. Evaluation
+    batches follow the manifests' order. Under DDP every loader shards itself.
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe's hyperparameters (see the module docstring).
+    llm : speechbrain_mowe.lobes.AudioLLM
+        Tokenizes the prompts and answers.
+    """
+    train, groups = _dataset(hparams["train_data"], hparams, llm)
+    weights = hparams.get("train_weights") or {name: len(idx) for name, idx in groups.items()}
+    seed = hparams.get("seed", 0)
+    mixture = WeightedMixtureSampler(groups, weights, hparams.get("num_samples"), seed=seed)
+    batches = DurationBatchSampler(
+        mixture,
+        durations(train),
+        max_batch_duration=hparams["max_batch_duration"],
+        max_batch_size=hparams.get("max_batch_size"),
+        buffer_size=hparams.get("buffer_size"),
+        shuffle=True,
+        seed=seed,
+    )
+    train_kwargs = {
+        "batch_sampler": batches,
+        "collate_fn": collate_audio,
+        "num_workers": hparams.get("num_workers", 0),
+        # Iterating must not draw from the global RNG, or a resumed run's
+        # dropout and router noise would differ from an uninterrupted one's.
+        "generator": torch.Generator().manual_seed(seed),
+    }
+    valid, _ = _dataset(hparams["valid_data"], hparams, llm)
+    tests = {}
+    for name, manifest in hparams["test_data"].items():
+        manifests = manifest if isinstance(manifest, Mapping) else {name: manifest}
+        dataset, _ = _dataset(manifests, hparams, llm)
+        tests[name] = (dataset, _eval_kwargs(dataset, hparams))
+    return ExperimentData(train, train_kwargs, valid, _eval_kwargs(valid, hparams), tests)
+
+
+def train_and_evaluate(hparams: Dict, run_opts: Dict):
+    """Trains a recipe's model, then scores it on every test set.
+
+    Returns
+    -------
+    MoWEBrain
+        The trained brain; the metrics are in its ``test_results``.
+    """
+    from speechbrain_mowe.brain import MoWEBrain
+
+    brain = MoWEBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    data = dataio_prepare(hparams, brain.llm)
+    brain.fit(
+        hparams["epoch_counter"],
+        data.train,
+        data.valid,
+        train_loader_kwargs=data.train_loader_kwargs,
+        valid_loader_kwargs=data.valid_loader_kwargs,
+    )
+    for name, (dataset, kwargs) in data.tests.items():
+        brain.evaluate(dataset, name=name, min_key="loss", test_loader_kwargs=kwargs)
+    return brain
+
+
+def add_recipe_folder(train_script: str) -> None:
+    """Makes the ``<dataset>_prepare.py`` scripts next to a recipe importable."""
+    recipes = next(p for p in Path(train_script).resolve().parents if p.name == "recipes")
+    for folder in sorted(p for p in recipes.iterdir() if p.is_dir()):
+        if str(folder) not in sys.path and any(folder.glob("*_prepare.py")):
+            sys.path.append(os.fspath(folder))
