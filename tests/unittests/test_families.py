@@ -1,0 +1,249 @@
+"""The model families of ``hparams/`` built from tiny random checkpoints."""
+
+import pytest
+import torch
+
+from speechbrain_mowe.experiment import load_family
+from speechbrain_mowe.lobes import (
+    BEATsEncoder,
+    FrameStackProjector,
+    HuBERTEncoder,
+    HybridRouter,
+    MoWEEncoder,
+    SequenceCNNProjector,
+    WavLMEncoder,
+    WhisperEncoder,
+    WindowQFormerProjector,
+)
+from speechbrain_mowe.tiny import make_tiny_whisper
+
+FAMILIES = ["base_only", "mowe_paper", "salmonn_like", "wavllm_like"]
+BASE_DIM = 64  # the tiny Whisper's width
+LLM_DIM = 64  # the tiny LLM's width
+# 0.5 s and 0.25 s: 25 and 13 Whisper frames, inside pad30's 1500.
+VALID_FRAMES = [25, 13]
+
+
+def _save_ssl(path, family):
+    """A tiny random HuBERT or WavLM with the real models' 320x (50 Hz) feature encoder."""
+    import transformers
+
+    config = getattr(transformers, f"{family}Config")(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+    )
+    torch.manual_seed(0)
+    getattr(transformers, f"{family}Model")(config).save_pretrained(path)
+    transformers.Wav2Vec2FeatureExtractor(
+        do_normalize=True, return_attention_mask=True
+    ).save_pretrained(path)
+    return str(path)
+
+
+def _save_beats(path):
+    """A tiny random BEATs saved as a checkpoint file, like released ones."""
+    import speechbrain.lobes.models.beats as beats
+
+    cfg = {
+        "encoder_layers": 1,
+        "encoder_embed_dim": 32,
+        "encoder_ffn_embed_dim": 64,
+        "encoder_attention_heads": 2,
+        "embed_dim": 16,
+        "conv_pos": 9,
+        "conv_pos_groups": 1,
+        "num_buckets": 16,
+        "max_distance": 32,
+    }
+    default_config = beats.BEATsConfig
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(beats, "BEATsConfig", lambda given=None: default_config(given or cfg))
+        torch.manual_seed(0)
+        weights = beats.BEATs(freeze=False).state_dict()
+    torch.save({"cfg": cfg, "model": weights}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def sources(tmp_path_factory, whisper_dir, llama_dir):
+    """One mapping of tiny checkpoints serving every family."""
+    folder = tmp_path_factory.mktemp("families")
+    return {
+        "whisper_source": whisper_dir,
+        "llm_source": llama_dir,
+        "whisper_tiny_source": make_tiny_whisper(folder / "whisper_tiny", d_model=32),
+        "hubert_source": _save_ssl(folder / "hubert", "Hubert"),
+        "wavlm_source": _save_ssl(folder / "wavlm", "WavLM"),
+        "beats_checkpoint": _save_beats(folder / "beats.pt"),
+    }
+
+
+@pytest.fixture(scope="module")
+def families(sources):
+    """Each family loaded once (the forward checks run in eval mode only)."""
+    return {name: load_family(name, sources, num_tasks=4) for name in FAMILIES}
+
+
+def _frozen(module):
+    return not any(p.requires_grad for p in module.parameters())
+
+
+def _check_common(hparams, weak_dim=None):
+    """Base encoder, freezing, LLM adaptation and the keys every family has."""
+    assert {"mowe_encoder", "projector", "llm", "aux_weight", "num_tasks"} <= set(hparams)
+    assert hparams["aux_weight"] == 0.1 and hparams["num_tasks"] == 4
+    mowe, llm = hparams["mowe_encoder"], hparams["llm"]
+    assert isinstance(mowe, MoWEEncoder)
+    assert type(mowe.base) is WhisperEncoder and mowe.base.mode == "pad30"
+    assert mowe.base.long_input == "error"
+    assert mowe.freeze_base and _frozen(mowe.base)
+    if weak_dim is not None:
+        assert mowe.freeze_weak and _frozen(mowe.weak_pool)
+        assert mowe.weak_dim == weak_dim
+        assert all(p.requires_grad for p in mowe.projections.parameters())
+    lora = llm.model.peft_config["default"]
+    assert (lora.r, lora.lora_alpha) == (8, 32)
+    assert set(lora.target_modules) == {"q_proj", "v_proj"}
+    assert llm.model.get_input_embeddings().weight.dtype == torch.bfloat16
+    trainable = {n for n, p in llm.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    return mowe
+
+
+def _run(hparams, expected_steps):
+    """Encoder -> projector -> generate on a batch of two, in eval mode."""
+    mowe, projector, llm = (hparams[k].eval() for k in ("mowe_encoder", "projector", "llm"))
+    gen = torch.Generator().manual_seed(0)
+    wavs = torch.randn(2, 8000, generator=gen) * 0.1
+    wavs[1, 4000:] = 0
+    lens = torch.tensor([1.0, 0.5])
+    with torch.no_grad():
+        out = mowe(wavs, lens, torch.tensor([0, 3]))
+        assert out.feats.shape == (2, 1500, mowe.output_dim)
+        assert torch.round(out.lens * 1500).long().tolist() == VALID_FRAMES
+        for row, frames in enumerate(VALID_FRAMES):
+            assert torch.all(out.feats[row, frames:] == 0)
+            if mowe.num_experts:  # the weak block is filled on the valid frames
+                assert torch.all(out.feats[row, :frames, BASE_DIM:].abs().sum(-1) > 0)
+        audio, audio_lens = projector(out.feats, out.lens)
+    assert audio.shape[-1] == llm.embedding_dim == LLM_DIM
+    assert torch.round(audio_lens * audio.shape[1]).long().tolist() == expected_steps
+    prefix, suffix = llm.tokenize_prompts(["transcribe the audio .", "describe the sound ."])
+    answers = llm.generate(audio, audio_lens, prefix, suffix, max_new_tokens=3)
+    assert len(answers) == 2
+    assert all(isinstance(a, list) and len(a) <= 3 for a in answers)
+    return out
+
+
+def test_mowe_paper(families):
+    hparams = families["mowe_paper"]
+    mowe = _check_common(hparams, weak_dim=1024)
+    assert [type(w) for w in mowe.weak_pool] == [WhisperEncoder, HuBERTEncoder]
+    tiny = mowe.weak_pool[0]
+    assert (tiny.mode, tiny.output_dim) == ("pad30", 32)
+    assert mowe.weak_pool[1].layer_logits is None
+    router = mowe.router
+    assert type(router) is HybridRouter
+    assert (router.num_experts, router.top_k, router.renormalize) == (2, 1, False)
+    assert router.independent.num_tasks == 4
+    assert router.dependent.net.in_features == BASE_DIM
+    assert mowe.weak_fusion == "sum" and isinstance(mowe.base_norm, torch.nn.Identity)
+    assert mowe.output_dim == BASE_DIM + 1024
+    projector = hparams["projector"]
+    assert type(projector) is SequenceCNNProjector
+    assert [conv.stride[0] for conv in projector.convs.layers] == [2, 2, 2]
+    trainable = {n.split(".")[0] for n, p in mowe.named_parameters() if p.requires_grad}
+    assert trainable == {"router", "projections"}
+    out = _run(hparams, expected_steps=[4, 2])  # ceil(frames / 8)
+    assert out.routing.experts.shape == (2, 1)
+
+
+def test_base_only(families):
+    hparams = families["base_only"]
+    mowe = _check_common(hparams)
+    assert len(mowe.weak_pool) == 0 and mowe.router is None
+    assert mowe.output_dim == BASE_DIM
+    assert not any(p.requires_grad for p in mowe.parameters())
+    projector = hparams["projector"]
+    assert type(projector) is SequenceCNNProjector
+    assert [conv.stride[0] for conv in projector.convs.layers] == [2, 2, 2]
+    out = _run(hparams, expected_steps=[4, 2])
+    assert out.routing is None and float(out.aux_loss) == 0.0
+
+
+def test_salmonn_like(families):
+    hparams = families["salmonn_like"]
+    mowe = _check_common(hparams, weak_dim=768)
+    assert [type(w) for w in mowe.weak_pool] == [BEATsEncoder]
+    assert mowe.router is None and mowe.weak_fusion == "concat"
+    assert isinstance(mowe.base_norm, torch.nn.LayerNorm)
+    assert isinstance(mowe.weak_norm, torch.nn.LayerNorm)
+    assert mowe.output_dim == BASE_DIM + 768
+    projector = hparams["projector"]
+    assert type(projector) is WindowQFormerProjector
+    assert (projector.window, projector.num_queries) == (17, 1)
+    assert len(projector.qformer.layers) == 2
+    assert projector.queries.shape == (1, 768)
+    assert projector.qformer.layers[0].self_attn.num_heads == 12
+    out = _run(hparams, expected_steps=[2, 1])  # ceil(frames / 17) windows, one query each
+    assert out.routing is None and float(out.aux_loss) == 0.0
+
+
+def test_wavllm_like(families):
+    hparams = families["wavllm_like"]
+    mowe = _check_common(hparams, weak_dim=768)
+    assert [type(w) for w in mowe.weak_pool] == [WavLMEncoder]
+    wavlm = mowe.weak_pool[0]
+    assert wavlm.layer_logits is not None and wavlm.layer_logits.numel() == 3  # 2 layers + input
+    assert mowe.router is None and mowe.weak_fusion == "concat"
+    assert isinstance(mowe.base_norm, torch.nn.Identity)
+    assert mowe.output_dim == BASE_DIM + 768
+    projector = hparams["projector"]
+    assert type(projector) is FrameStackProjector and projector.stack == 4
+    out = _run(hparams, expected_steps=[7, 4])  # ceil(frames / 4)
+    assert out.routing is None
+
+
+def test_widths_and_dtype_are_overridable(sources):
+    hparams = load_family(
+        "salmonn_like", sources, weak_dim=16, qformer_dim=32, qformer_heads=4, llm_dtype="float32"
+    )
+    assert hparams["mowe_encoder"].output_dim == BASE_DIM + 16
+    assert hparams["projector"].queries.shape == (1, 32)
+    assert hparams["projector"].qformer.layers[0].self_attn.num_heads == 4
+    llm = hparams["llm"]
+    assert llm.model.get_input_embeddings().weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "family, missing",
+    [
+        ("mowe_paper", "hubert_source"),
+        ("mowe_paper", "whisper_tiny_source"),
+        ("salmonn_like", "beats_checkpoint"),
+        ("wavllm_like", "wavlm_source"),
+        ("base_only", "llm_source"),
+    ],
+)
+def test_missing_source_names_the_key(sources, family, missing):
+    given = {key: value for key, value in sources.items() if key != missing}
+    with pytest.raises(ValueError, match=f"'{missing}' is a !PLACEHOLDER") as err:
+        load_family(family, given, num_tasks=4)
+    assert f"Model family '{family}'" in str(err.value)
+    assert "model_sources" in str(err.value)
+
+
+def test_unknown_family_lists_the_known_ones():
+    with pytest.raises(FileNotFoundError, match="Unknown model family 'nope'") as err:
+        load_family("nope")
+    for name in FAMILIES + ["tiny_mowe"]:
+        assert name in str(err.value)
