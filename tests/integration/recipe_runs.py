@@ -1,0 +1,79 @@
+"""Helpers to run the training recipes on the fixture corpora with the tiny model."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+from fixture_corpora import (
+    make_clotho,
+    make_common_voice,
+    make_iemocap,
+    make_librispeech,
+    write_covost_table,
+)
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+COVOST_CLIPS = {
+    "common_voice_en_1.mp3": (1.0, "Hello there."),
+    "common_voice_en_2.mp3": (1.5, "How are you today?"),
+    "common_voice_en_3.mp3": (1.0, "Good morning."),
+    "common_voice_en_4.mp3": (1.25, "See you soon."),
+}
+COVOST_TABLE = [
+    ("common_voice_en_1.mp3", "Hallo.", "train"),
+    ("common_voice_en_2.mp3", "Wie geht es dir heute?", "train_covost"),
+    ("common_voice_en_3.mp3", "Guten Morgen.", "dev"),
+    ("common_voice_en_4.mp3", "Bis bald.", "test"),
+]
+
+
+def load_train_script(relative: str):
+    """Imports ``recipes/<relative>`` under a name of its own."""
+    path = RECIPES / relative
+    spec = importlib.util.spec_from_file_location(relative.replace("/", "_")[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_corpora(root: Path) -> dict:
+    """All four fixture corpora under ``root``; returns each one's data folder."""
+    covost = make_common_voice(root / "cv", "en", COVOST_CLIPS)
+    write_covost_table(covost, "en", "de", COVOST_TABLE)
+    iemocap, _ = make_iemocap(root)
+    return {
+        "librispeech": make_librispeech(root),
+        "covost": covost,
+        "iemocap": iemocap,
+        "clotho": make_clotho(root),
+    }
+
+
+def tiny_overrides(output_folder, whisper_dir, llm_dir, epochs=2, **extra) -> list:
+    """Command-line overrides for a quick CPU run with the tiny model family."""
+    options = {
+        "output_folder": output_folder,
+        "model_family": "tiny_mowe",
+        "model_sources": f"{{whisper_source: {whisper_dir}, llm_source: {llm_dir}}}",
+        "number_of_epochs": epochs,
+        "precision": "fp32",
+        "eval_precision": "fp32",
+        "device": "cpu",
+        "num_workers": 0,
+        "max_batch_duration": 4.0,
+        "max_new_tokens": 8,
+        "ckpt_interval_minutes": 0,
+        "lr": 0.003,
+        "warmup_steps": 2,
+        "total_steps": 100,
+        "noprogressbar": True,
+        **extra,
+    }
+    return [f"--{key}" if value is True else f"--{key}={value}" for key, value in options.items()]
+
+
+def read_metrics(output_folder, test_set: str) -> dict:
+    """``metrics.json`` of one test set."""
+    path = Path(output_folder) / "test_results" / test_set / "metrics.json"
+    return json.loads(path.read_text(encoding="utf-8"))
