@@ -40,6 +40,7 @@ from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, registe
 from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
 
 from speechbrain_mowe.dataio import DurationBatchSampler, EmptyBatch, SkippedClips
+from speechbrain_mowe.feature_cache import FeatureCache
 from speechbrain_mowe.lobes.audio_llm import AudioLLMOutput, answer_token_losses
 from speechbrain_mowe.lobes.mowe import MoWEOutput
 from speechbrain_mowe.metrics import english_normalizer, make_scorer
@@ -191,8 +192,9 @@ class MoWEBrain(sb.Brain):
       gives the English spelling mapping of the normalised WER (optional);
     - ``emotion_labels``: the label set answers are mapped to (default: the
       labels present in the references);
-    - ``feature_cache``: a :class:`~speechbrain_mowe.feature_cache.FeatureCache`
-      of the frozen base encoder (optional);
+    - ``cache_base_features``: cache the frozen base encoder's features in
+      ``feature_cache_folder`` (default ``<output_folder>/feature_cache``), see
+      :class:`~speechbrain_mowe.feature_cache.FeatureCache`;
     - ``lr_annealing``: a SpeechBrain scheduler called with the optimizer after
       each optimizer step (optional);
     - ``epoch_counter``, ``train_logger``, ``output_folder``.
@@ -215,6 +217,13 @@ class MoWEBrain(sb.Brain):
         self.expert_names = [f"{i}:{type(e).__name__}" for i, e in enumerate(mowe.weak_pool)]
         self.tally = EpochTally(self.tasks, self.expert_names)
         self.finite_in_window = 0
+        self.feature_cache = None
+        if self._hparam("cache_base_features", False):
+            folder = self._hparam("feature_cache_folder") or Path(
+                self.hparams.output_folder, "feature_cache"
+            )
+            self.feature_cache = FeatureCache(folder, mowe.base)
+        self.decoding = True
         self.records: List[Dict] = []
         self.test_name = "test"
         self.test_results: Dict[str, Dict] = {}
@@ -249,9 +258,8 @@ class MoWEBrain(sb.Brain):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         base_output = None
-        cache = self._hparam("feature_cache")
-        if cache is not None:
-            base_output = cache.encode(batch.id, wavs, wav_lens)
+        if self.feature_cache is not None:
+            base_output = self.feature_cache.encode(batch.id, wavs, wav_lens)
         task_ids = torch.as_tensor(batch.task_id, device=self.device)
         encoded = self.modules.mowe_encoder(wavs, wav_lens, task_ids, base_output=base_output)
         audio, audio_lens = self.modules.projector(encoded.feats, encoded.lens)

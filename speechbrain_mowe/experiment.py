@@ -269,8 +269,17 @@ def dataio_prepare(hparams: Dict, llm) -> ExperimentData:
     return ExperimentData(train, train_kwargs, valid, _eval_kwargs(valid, hparams), tests)
 
 
-def train_and_evaluate(hparams: Dict, run_opts: Dict):
+def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=None):
     """Trains a recipe's model, then scores it on every test set.
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe's hyperparameters.
+    run_opts : dict
+        SpeechBrain's run options.
+    brain_class : type, optional
+        A :class:`~speechbrain_mowe.brain.MoWEBrain` subclass to use instead.
 
     Returns
     -------
@@ -279,7 +288,7 @@ def train_and_evaluate(hparams: Dict, run_opts: Dict):
     """
     from speechbrain_mowe.brain import MoWEBrain
 
-    brain = MoWEBrain(
+    brain = (brain_class or MoWEBrain)(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
         hparams=hparams,

@@ -67,10 +67,9 @@ def tiny_overrides(output_folder, whisper_dir, llm_dir, epochs=2, **extra) -> li
         "lr": 0.003,
         "warmup_steps": 2,
         "total_steps": 100,
-        "noprogressbar": True,
         **extra,
     }
-    return [f"--{key}" if value is True else f"--{key}={value}" for key, value in options.items()]
+    return ["--noprogressbar"] + [f"--{key}={value}" for key, value in options.items()]
 
 
 def read_metrics(output_folder, test_set: str) -> dict:

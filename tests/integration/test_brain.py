@@ -1,0 +1,179 @@
+"""MoWEBrain through the LibriSpeech recipe: overfitting, exact resume, skipped
+non-finite losses and unreadable batches, the feature cache, bf16."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fixture_corpora import load_recipe, make_librispeech  # noqa: E402
+from recipe_runs import RECIPES, read_metrics, tiny_overrides  # noqa: E402
+
+from speechbrain_mowe.brain import MoWEBrain  # noqa: E402
+from speechbrain_mowe.dataio import EmptyBatch, UnreadableAudio, save_audio  # noqa: E402
+from speechbrain_mowe.experiment import setup_experiment, train_and_evaluate  # noqa: E402
+
+YAML = RECIPES / "LibriSpeech" / "ASR" / "hparams" / "mowe.yaml"
+ANSWERS = {
+    "1-10-0000": (1.0, "one two three"),
+    "1-10-0001": (1.5, "a bird chirps"),
+    "2-20-0000": (0.75, "der fuchs"),
+    "2-20-0001": (1.25, "happy"),
+    "3-30-0000": (1.0, "the lazy dog"),
+    "3-30-0001": (0.5, "seven eight"),
+    "4-40-0000": (1.75, "a car passes by"),
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A LibriSpeech-shaped corpus whose train, dev and test sets hold the same
+    seven short utterances, each its own noise, so that overfitting can be read
+    off the test WER."""
+    splits = {split: ANSWERS for split in ("train-clean-100", "dev-clean", "test-clean")}
+    root = make_librispeech(tmp_path_factory.mktemp("ls"), splits)
+    gen = torch.Generator().manual_seed(0)
+    noises = {
+        utt: torch.randn(int(16000 * s), generator=gen) * 0.1 for utt, (s, _) in ANSWERS.items()
+    }
+    for path in root.glob("*/*/*/*.flac"):
+        save_audio(path, noises[path.stem], 16000)
+    return root
+
+
+def _run(folder, corpus, whisper_dir, llama_dir, brain_class=MoWEBrain, test="test-clean",
+         **options):  # fmt: skip
+    options = {"max_batch_duration": 3.0, **options}
+    argv = [str(YAML), f"--data_folder={corpus}", "--train_splits=[train-clean-100]"]
+    argv += [f"--valid_splits=[{test}]", f"--test_splits=[{test}]", "--lowercase=True"]
+    argv += tiny_overrides(folder, whisper_dir, llama_dir, **options)
+    hparams, run_opts, _ = setup_experiment(argv)
+    prepare = load_recipe("LibriSpeech/librispeech_prepare.py").prepare_librispeech
+    prepare(corpus, hparams["manifest_folder"], ["train-clean-100", "dev-clean", "test-clean"],
+            lowercase=True)  # fmt: skip
+    return train_and_evaluate(hparams, run_opts, brain_class)
+
+
+class Recording(MoWEBrain):
+    """Records each training step's loss and example ids."""
+
+    steps: list
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        super().on_fit_batch_end(batch, outputs, loss, should_step)
+        self.steps.append(
+            (self.hparams.epoch_counter.current, list(batch.id), float(loss.detach()))
+        )
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_tiny_model_overfits_and_greedy_decoding_reproduces_answers(
+    tmp_path, corpus, whisper_dir, llama_dir
+):
+    Recording.steps = []
+    # Validated and tested on the training manifest: its prompts, its answers.
+    train = "train-clean-100"
+    _run(tmp_path, corpus, whisper_dir, llama_dir, Recording, train, number_of_epochs=5,
+         num_samples=7 * 40, lr=0.003, warmup_steps=0, total_steps=100000, max_new_tokens=16,
+         valid_search_interval=10)  # fmt: skip
+    first = Recording.steps[0][2]
+    last_epoch = [loss for epoch, _, loss in Recording.steps if epoch == 5]
+    last = sum(last_epoch) / len(last_epoch)
+    assert first > 4.0
+    assert last < 0.5, f"loss went from {first:.2f} to {last:.2f}"
+    metrics = read_metrics(tmp_path, train)
+    assert metrics[f"{train}/asr/WER"] == 0.0, metrics
+
+
+def test_resumed_run_repeats_the_uninterrupted_losses(tmp_path, corpus, whisper_dir, llama_dir):
+    options = {"number_of_epochs": 2, "max_batch_duration": 2.0, "ckpt_interval_steps": 1}
+    Recording.steps = []
+    _run(tmp_path / "whole", corpus, whisper_dir, llama_dir, Recording, **options)
+    whole = Recording.steps
+    steps_per_epoch = sum(1 for epoch, _, _ in whole if epoch == 1)
+    assert steps_per_epoch >= 4
+    kill_after = steps_per_epoch + 2  # two steps into epoch 2
+
+    class Killed(Recording):
+        def on_fit_batch_start(self, batch, should_step):
+            if len(Recording.steps) == kill_after:
+                raise Interrupted
+            super().on_fit_batch_start(batch, should_step)
+
+    Recording.steps = []
+    with pytest.raises(Interrupted):
+        _run(tmp_path / "resumed", corpus, whisper_dir, llama_dir, Killed, **options)
+    before = Recording.steps
+    Recording.steps = []
+    _run(tmp_path / "resumed", corpus, whisper_dir, llama_dir, Recording, **options)
+    after = Recording.steps
+
+    assert [ids for _, ids, _ in before + after] == [ids for _, ids, _ in whole]
+    resumed = [loss for _, _, loss in after]
+    expected = [loss for _, _, loss in whole[kill_after:]]
+    assert resumed == pytest.approx(expected, abs=1e-6)
+    epoch2 = [i for epoch, ids, _ in before + after if epoch == 2 for i in ids]
+    assert len(epoch2) == len(set(epoch2)) == len(ANSWERS)
+
+
+def test_non_finite_loss_is_skipped_and_counted(tmp_path, corpus, whisper_dir, llama_dir):
+    class NaNAtStep3(Recording):
+        def compute_objectives(self, predictions, batch, stage):
+            loss = super().compute_objectives(predictions, batch, stage)
+            if stage.name == "TRAIN" and len(Recording.steps) == 2:
+                self.before = [p.detach().clone() for p in self.modules.parameters()]
+                return loss * float("nan")
+            return loss
+
+        def on_fit_batch_end(self, batch, outputs, loss, should_step):
+            super().on_fit_batch_end(batch, outputs, loss, should_step)
+            if len(Recording.steps) == 3:
+                after = list(self.modules.parameters())
+                self.unchanged = all(torch.equal(a, b) for a, b in zip(self.before, after))
+
+    Recording.steps = []
+    brain = _run(tmp_path, corpus, whisper_dir, llama_dir, NaNAtStep3, number_of_epochs=1)
+    assert brain.unchanged
+    assert torch.isnan(torch.tensor(Recording.steps[2][2]))
+    assert all(torch.isfinite(torch.tensor(loss)) for _, _, loss in Recording.steps[3:])
+    log = (tmp_path / "train_log.txt").read_text()
+    assert "train nonfinite_losses: 1" in log
+    assert all(torch.isfinite(p).all() for p in brain.modules.parameters())
+
+
+def test_an_all_unreadable_batch_is_skipped_and_counted(tmp_path, corpus, whisper_dir, llama_dir):
+    brain = _run(tmp_path, corpus, whisper_dir, llama_dir, number_of_epochs=1)
+    before = [p.detach().clone() for p in brain.modules.parameters()]
+    loss = brain.fit_batch(EmptyBatch([UnreadableAudio("x", "x.wav", "file not found")]))
+    assert torch.isnan(loss)
+    assert brain.tally.skipped.summary() == "1 clips skipped (1 x file not found)"
+    assert all(torch.equal(a, b) for a, b in zip(before, brain.modules.parameters()))
+
+
+def test_feature_cache_gives_the_same_losses(tmp_path, corpus, whisper_dir, llama_dir):
+    options = {"number_of_epochs": 2}
+    Recording.steps = []
+    _run(tmp_path / "plain", corpus, whisper_dir, llama_dir, Recording, **options)
+    plain = Recording.steps
+    Recording.steps = []
+    brain = _run(tmp_path / "cached", corpus, whisper_dir, llama_dir, Recording,
+                 cache_base_features=True, **options)  # fmt: skip
+    assert [loss for *_, loss in Recording.steps] == pytest.approx(
+        [loss for *_, loss in plain], abs=1e-6
+    )
+    # The splits share ids and audio: epoch 1's training encodes each clip once;
+    # the 2 validations, epoch 2's training and the test read the cache.
+    assert brain.feature_cache.misses == len(ANSWERS)
+    assert brain.feature_cache.hits == 4 * len(ANSWERS)
+
+
+def test_bf16_autocast_trains_with_finite_losses(tmp_path, corpus, whisper_dir, llama_dir):
+    Recording.steps = []
+    _run(tmp_path, corpus, whisper_dir, llama_dir, Recording, number_of_epochs=1,
+         precision="bf16", eval_precision="bf16")  # fmt: skip
+    assert Recording.steps and all(torch.isfinite(torch.tensor(s[2])) for s in Recording.steps)
