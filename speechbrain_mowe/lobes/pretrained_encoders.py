@@ -154,6 +154,10 @@ class SSLEncoder(AudioEncoder):
     layer_weights : bool
         Output a learned softmax-weighted sum of all hidden layers (as WavLLM
         does with WavLM) instead of the last layer.
+    freeze_backbone : bool
+        Keep the pretrained model frozen (no gradients, eval mode) while the
+        layer weights still train; use it with ``MoWEEncoder(freeze_weak=False)``,
+        since ``freeze_weak`` would freeze the layer weights too.
     long_input : str
         Kept for the interface; these models have no window.
 
@@ -173,12 +177,16 @@ class SSLEncoder(AudioEncoder):
         save_path: str = "",
         *,
         layer_weights: bool = False,
+        freeze_backbone: bool = False,
         long_input: str = "error",
     ):
         super().__init__(long_input=long_input)
         self.lobe = self.lobe_class(
             source, save_path, freeze=False, output_all_hiddens=layer_weights
         )
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            self.lobe.requires_grad_(False)
         # Normalised here per example over the valid samples instead.
         self.normalize = self.lobe.normalize_wav
         self.lobe.normalize_wav = False
@@ -189,6 +197,13 @@ class SSLEncoder(AudioEncoder):
             nn.Parameter(torch.zeros(config.num_hidden_layers + 1)) if layer_weights else None
         )
 
+    def train(self, mode: bool = True):
+        """Sets training mode, keeping a frozen backbone in eval mode."""
+        super().train(mode)
+        if self.freeze_backbone:
+            self.lobe.eval()
+        return self
+
     def encode(self, wavs, num_samples):
         """Normalise per example, run the lobe, mix layers if asked."""
         if self.normalize:
@@ -197,7 +212,8 @@ class SSLEncoder(AudioEncoder):
             mean = (wavs * valid).sum(1, keepdim=True) / count
             var = (((wavs - mean) * valid) ** 2).sum(1, keepdim=True) / count
             wavs = (wavs - mean) / torch.sqrt(var + 1e-5) * valid
-        feats = self.lobe(wavs, to_relative(num_samples, wavs.shape[1]))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+            feats = self.lobe(wavs, to_relative(num_samples, wavs.shape[1]))
         if self.layer_logits is not None:
             weights = self.layer_logits.softmax(0).to(feats.dtype)
             feats = torch.einsum("l,lbtd->btd", weights, feats)

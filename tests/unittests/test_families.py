@@ -97,7 +97,7 @@ def _frozen(module):
     return not any(p.requires_grad for p in module.parameters())
 
 
-def _check_common(hparams, weak_dim=None):
+def _check_common(hparams, weak_dim=None, frozen_pool=True):
     """Base encoder, freezing, LLM adaptation and the keys every family has."""
     assert {"mowe_encoder", "projector", "llm", "aux_weight", "num_tasks"} <= set(hparams)
     assert hparams["aux_weight"] == 0.1 and hparams["num_tasks"] == 4
@@ -106,8 +106,9 @@ def _check_common(hparams, weak_dim=None):
     assert type(mowe.base) is WhisperEncoder and mowe.base.mode == "pad30"
     assert mowe.base.long_input == "error"
     assert mowe.freeze_base and _frozen(mowe.base)
-    if weak_dim is not None:
+    if weak_dim is not None and frozen_pool:
         assert mowe.freeze_weak and _frozen(mowe.weak_pool)
+    if weak_dim is not None:
         assert mowe.weak_dim == weak_dim
         assert all(p.requires_grad for p in mowe.projections.parameters())
     lora = llm.model.peft_config["default"]
@@ -200,10 +201,19 @@ def test_salmonn_like(families):
 
 def test_wavllm_like(families):
     hparams = families["wavllm_like"]
-    mowe = _check_common(hparams, weak_dim=768)
+    mowe = _check_common(hparams, weak_dim=768, frozen_pool=False)
     assert [type(w) for w in mowe.weak_pool] == [WavLMEncoder]
     wavlm = mowe.weak_pool[0]
     assert wavlm.layer_logits is not None and wavlm.layer_logits.numel() == 3  # 2 layers + input
+    # WavLM itself is frozen and in eval mode; only its layer weights train.
+    trainable = [n for n, p in wavlm.named_parameters() if p.requires_grad]
+    assert trainable == ["layer_logits"] and not wavlm.lobe.training
+    mowe.train()
+    assert not wavlm.lobe.training
+    feats, _ = wavlm(torch.randn(2, 8000) * 0.1, torch.tensor([1.0, 0.5]))
+    feats.sum().backward()
+    assert wavlm.layer_logits.grad is not None and wavlm.layer_logits.grad.abs().sum() > 0
+    assert all(p.grad is None for p in wavlm.lobe.parameters())
     assert mowe.router is None and mowe.weak_fusion == "concat"
     assert isinstance(mowe.base_norm, torch.nn.Identity)
     assert mowe.output_dim == BASE_DIM + 768
