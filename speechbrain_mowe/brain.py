@@ -26,6 +26,7 @@ Beyond SpeechBrain's own ``Brain``:
   the duplicates of the last, padded batches removed.
 """
 
+import functools
 import json
 import logging
 import random
@@ -177,7 +178,7 @@ def set_rng_states(states: Dict):
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-@register_checkpoint_hooks
+@functools.partial(register_checkpoint_hooks, save_on_main_only=False)
 class MoWEBrain(sb.Brain):
     """Trains and evaluates ``modules`` = ``mowe_encoder``, ``projector``, ``llm``.
 
@@ -249,6 +250,11 @@ class MoWEBrain(sb.Brain):
         """The :class:`~speechbrain_mowe.lobes.AudioLLM` (unwrapped from DDP)."""
         return self._unwrapped("llm")
 
+    @property
+    def raw_lobes(self) -> Dict[str, torch.nn.Module]:
+        """The modules without their DDP wrappers."""
+        return {name: self._unwrapped(name) for name in ("mowe_encoder", "projector", "llm")}
+
     def _hparam(self, name, default=None):
         return getattr(self.hparams, name, default)
 
@@ -261,9 +267,18 @@ class MoWEBrain(sb.Brain):
         if self.feature_cache is not None:
             base_output = self.feature_cache.encode(batch.id, wavs, wav_lens)
         task_ids = torch.as_tensor(batch.task_id, device=self.device)
-        encoded = self.modules.mowe_encoder(wavs, wav_lens, task_ids, base_output=base_output)
-        audio, audio_lens = self.modules.projector(encoded.feats, encoded.lens)
-        out = self.modules.llm(
+        # Evaluation bypasses the DDP wrappers: ranks need not run it in step.
+        if stage == sb.Stage.TRAIN:
+            mowe, projector, llm = (
+                self.modules.mowe_encoder,
+                self.modules.projector,
+                self.modules.llm,
+            )
+        else:
+            mowe, projector, llm = self.mowe_encoder, self.projector, self.llm
+        encoded = mowe(wavs, wav_lens, task_ids, base_output=base_output)
+        audio, audio_lens = projector(encoded.feats, encoded.lens)
+        out = llm(
             audio, audio_lens, batch.prefix, batch.suffix, batch.answer_tokens, return_loss=False
         )
         return Predictions(encoded, out, audio, audio_lens)
@@ -326,6 +341,12 @@ class MoWEBrain(sb.Brain):
             else:
                 self.tally.nonfinite += 1
                 logger.warning("Non-finite loss %s on batch %s; skipped", float(loss), batch.id)
+                if self.tally.nonfinite > self.nonfinite_patience:
+                    raise ValueError(
+                        f"{self.tally.nonfinite} non-finite losses this epoch, more than "
+                        f"--nonfinite_patience={self.nonfinite_patience}; to debug, wrap fit() "
+                        "in torch.autograd.detect_anomaly()"
+                    )
                 if self.distributed_launch:
                     # A backward pass keeps DDP ranks in step; it adds zero.
                     (0.0 * torch.nan_to_num(loss, 0.0, 0.0, 0.0)).backward()
@@ -375,7 +396,8 @@ class MoWEBrain(sb.Brain):
         params = [p for p in self.modules.parameters() if p.grad is not None]
         if params and not all(torch.isfinite(p.grad).all() for p in params):
             logger.warning("Non-finite gradients; the optimizer step is skipped")
-            self.tally.nonfinite += 1
+            if if_main_process():  # every rank sees the same reduced gradients
+                self.tally.nonfinite += 1
             for p in params:
                 p.grad = None
 
@@ -458,11 +480,15 @@ class MoWEBrain(sb.Brain):
             key = (record["source"], record["task"], record["target_language"])
             groups[key].append(record)
         scorers = {}
-        for (source, task, _), group in sorted(groups.items()):
+        languages = defaultdict(set)
+        for source, task, language in groups:
+            languages[source, task].add(language)
+        for (source, task, language), group in sorted(groups.items()):
             scorer = make_scorer(task, **self._scorer_options(task, group))
             references = [r["references"] if task == "aac" else r["answer"] for r in group]
             scorer.append([r["id"] for r in group], [r["hypothesis"] for r in group], references)
-            scorers[f"{source}/{task}"] = scorer
+            several = len(languages[source, task]) > 1
+            scorers[f"{source}/{task}" + (f"/{language}" if several else "")] = scorer
         return scorers
 
     def on_stage_start(self, stage, epoch=None):
@@ -470,6 +496,7 @@ class MoWEBrain(sb.Brain):
         if stage == sb.Stage.TRAIN:
             if self.step == 0:  # not resuming mid-epoch
                 self.tally.reset()
+                self.finite_in_window = 0
         else:
             self.records = []
             self.decoding = self._decode_now(stage, epoch)
@@ -530,19 +557,31 @@ class MoWEBrain(sb.Brain):
         logger.info("Test results for %s written to %s", name, folder)
 
     # ------------------------------------------------------------ checkpoints
+    def _should_save_intra_epoch_ckpt(self, last_ckpt_time, steps_since_ckpt):
+        """Only between optimizer steps: accumulated gradients are not saved."""
+        due = super()._should_save_intra_epoch_ckpt(last_ckpt_time, steps_since_ckpt)
+        return due and self.step % self.grad_accumulation_factor == 0
+
     @mark_as_saver
     def _save(self, path):
-        torch.save(
-            {
+        # Runs on every rank: each one's tally and generators are kept.
+        rank_state = {
+            "finite_in_window": self.finite_in_window,
+            "tally": self.tally.state_dict(),
+            "rng": rng_states(),
+        }
+        ranks = [rank_state]
+        if is_distributed_initialized():
+            ranks = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(ranks, rank_state)
+        if if_main_process():
+            state = {
                 "step": self.step,
                 "avg_train_loss": self.avg_train_loss,
                 "optimizer_step": self.optimizer_step,
-                "finite_in_window": self.finite_in_window,
-                "tally": self.tally.state_dict(),
-                "rng": rng_states(),
-            },
-            path,
-        )
+                "ranks": ranks,
+            }
+            torch.save(state, path)
 
     @mark_as_loader
     def _recover(self, path, end_of_epoch):
@@ -551,6 +590,17 @@ class MoWEBrain(sb.Brain):
         self.step = state["step"]
         self.avg_train_loss = state["avg_train_loss"]
         self.optimizer_step = state["optimizer_step"]
-        self.finite_in_window = state["finite_in_window"]
-        self.tally.load_state_dict(state["tally"])
-        set_rng_states(state["rng"])
+        rank = torch.distributed.get_rank() if is_distributed_initialized() else 0
+        ranks = state["ranks"]
+        if len(ranks) != (
+            torch.distributed.get_world_size() if is_distributed_initialized() else 1
+        ):
+            logger.warning(
+                "The checkpoint was saved with %d processes; the random generators and "
+                "epoch tallies of process 0 are used, so the resumed run is not exact",
+                len(ranks),
+            )
+        own = ranks[rank] if rank < len(ranks) else ranks[0]
+        self.finite_in_window = own["finite_in_window"]
+        self.tally.load_state_dict(own["tally"])
+        set_rng_states(own["rng"])

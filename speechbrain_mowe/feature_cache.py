@@ -95,13 +95,21 @@ class FeatureCache:
         self.fingerprint = encoder_fingerprint(encoder)
         self.folder = Path(folder) / self.fingerprint
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.output_dtype = next(encoder.parameters()).dtype
         self.hits = 0
         self.misses = 0
         logger.info("Caching %s features in %s", type(encoder).__name__, self.folder)
 
     def _path(self, utt_id: str) -> Path:
         safe = hashlib.sha1(utt_id.encode()).hexdigest()[:20]
-        return self.folder / safe[:2] / f"{safe}.pt"
+        # Features computed under autocast differ from float32 ones: kept apart.
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        precision = (
+            str(torch.get_autocast_dtype(device)).replace("torch.", "")
+            if torch.is_autocast_enabled(device)
+            else "fp32"
+        )
+        return self.folder / precision / safe[:2] / f"{safe}.pt"
 
     def _read(self, utt_id: str, num_samples: int, checksum: float):
         path = self._path(utt_id)
@@ -118,7 +126,7 @@ class FeatureCache:
 
     def _write(self, utt_id: str, num_samples: int, checksum: float, feats: torch.Tensor):
         path = self._path(utt_id)
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         entry = {"id": utt_id, "num_samples": num_samples, "checksum": checksum, "feats": feats}
         torch.save(entry, tmp)
@@ -154,7 +162,6 @@ class FeatureCache:
         batch = torch.zeros(len(found), longest, found[0].shape[-1], dtype=found[0].dtype)
         for row, feats in enumerate(found):
             batch[row, : len(feats)] = feats
-        dtype = next(self.encoder.parameters()).dtype if self.dtype is not None else batch.dtype
-        return batch.to(device=wavs.device, dtype=dtype), to_relative(frames, longest).to(
-            wavs.device
-        )
+        return batch.to(device=wavs.device, dtype=self.output_dtype), to_relative(
+            frames, longest
+        ).to(wavs.device)
