@@ -188,3 +188,43 @@ def make_tiny_whisper(
         WhisperModel(config).save_pretrained(save_dir)
     WhisperFeatureExtractor(feature_size=80, chunk_length=max_seconds).save_pretrained(save_dir)
     return str(save_dir)
+
+
+#: Settings of the tiny BEATs made by :func:`make_tiny_beats`.
+TINY_BEATS_CONFIG = {
+    "encoder_layers": 1,
+    "encoder_embed_dim": 32,
+    "encoder_ffn_embed_dim": 64,
+    "encoder_attention_heads": 2,
+    "embed_dim": 16,
+    "conv_pos": 9,
+    "conv_pos_groups": 1,
+    "num_buckets": 16,
+    "max_distance": 32,
+}
+
+
+def make_tiny_beats(path, seed: int = 0) -> str:
+    """Saves a tiny random BEATs as a checkpoint file, shaped like released ones.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> from speechbrain_mowe.lobes import BEATsEncoder
+    >>> path = make_tiny_beats(os.path.join(tempfile.mkdtemp(), "beats.pt"))
+    >>> BEATsEncoder(path).output_dim
+    32
+    """
+    import speechbrain.lobes.models.beats as beats
+
+    # SpeechBrain's BEATs builds its default configuration; use ours while it does.
+    default_config = beats.BEATsConfig
+    beats.BEATsConfig = lambda given=None: default_config(given or TINY_BEATS_CONFIG)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            weights = beats.BEATs(freeze=False).state_dict()
+    finally:
+        beats.BEATsConfig = default_config
+    torch.save({"cfg": TINY_BEATS_CONFIG, "model": weights}, path)
+    return str(path)

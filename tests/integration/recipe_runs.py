@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import torch
 from fixture_corpora import (
     make_clotho,
     make_common_voice,
@@ -11,6 +12,8 @@ from fixture_corpora import (
     make_librispeech,
     write_covost_table,
 )
+
+from speechbrain_mowe.dataio import save_audio
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -26,6 +29,33 @@ COVOST_TABLE = [
     ("common_voice_en_3.mp3", "Guten Morgen.", "dev"),
     ("common_voice_en_4.mp3", "Bis bald.", "test"),
 ]
+
+
+#: Seven short utterances (an odd number) with answers the tiny tokenizer knows.
+SHORT_UTTERANCES = {
+    "1-10-0000": (1.0, "one two three"),
+    "1-10-0001": (1.5, "a bird chirps"),
+    "2-20-0000": (0.75, "der fuchs"),
+    "2-20-0001": (1.25, "happy"),
+    "3-30-0000": (1.0, "the lazy dog"),
+    "3-30-0001": (0.5, "seven eight"),
+    "4-40-0000": (1.75, "a car passes by"),
+}
+
+
+def make_short_librispeech(root: Path) -> Path:
+    """A LibriSpeech-shaped corpus whose train-clean-100, dev-clean and test-clean
+    all hold :data:`SHORT_UTTERANCES`, each clip its own seeded noise."""
+    splits = {s: SHORT_UTTERANCES for s in ("train-clean-100", "dev-clean", "test-clean")}
+    corpus = make_librispeech(root, splits)
+    gen = torch.Generator().manual_seed(0)
+    noises = {
+        utt: torch.randn(int(16000 * seconds), generator=gen) * 0.1
+        for utt, (seconds, _) in SHORT_UTTERANCES.items()
+    }
+    for path in corpus.glob("*/*/*/*.flac"):
+        save_audio(path, noises[path.stem], 16000)
+    return corpus
 
 
 def load_train_script(relative: str):

@@ -8,39 +8,26 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fixture_corpora import load_recipe, make_librispeech  # noqa: E402
-from recipe_runs import RECIPES, read_metrics, tiny_overrides  # noqa: E402
+from fixture_corpora import load_recipe  # noqa: E402
+from recipe_runs import (  # noqa: E402
+    RECIPES,
+    SHORT_UTTERANCES,
+    make_short_librispeech,
+    read_metrics,
+    tiny_overrides,
+)
 
 from speechbrain_mowe.brain import MoWEBrain  # noqa: E402
-from speechbrain_mowe.dataio import EmptyBatch, UnreadableAudio, save_audio  # noqa: E402
+from speechbrain_mowe.dataio import EmptyBatch, UnreadableAudio  # noqa: E402
 from speechbrain_mowe.experiment import setup_experiment, train_and_evaluate  # noqa: E402
 
 YAML = RECIPES / "LibriSpeech" / "ASR" / "hparams" / "mowe.yaml"
-ANSWERS = {
-    "1-10-0000": (1.0, "one two three"),
-    "1-10-0001": (1.5, "a bird chirps"),
-    "2-20-0000": (0.75, "der fuchs"),
-    "2-20-0001": (1.25, "happy"),
-    "3-30-0000": (1.0, "the lazy dog"),
-    "3-30-0001": (0.5, "seven eight"),
-    "4-40-0000": (1.75, "a car passes by"),
-}
+ANSWERS = SHORT_UTTERANCES
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """A LibriSpeech-shaped corpus whose train, dev and test sets hold the same
-    seven short utterances, each its own noise, so that overfitting can be read
-    off the test WER."""
-    splits = {split: ANSWERS for split in ("train-clean-100", "dev-clean", "test-clean")}
-    root = make_librispeech(tmp_path_factory.mktemp("ls"), splits)
-    gen = torch.Generator().manual_seed(0)
-    noises = {
-        utt: torch.randn(int(16000 * s), generator=gen) * 0.1 for utt, (s, _) in ANSWERS.items()
-    }
-    for path in root.glob("*/*/*/*.flac"):
-        save_audio(path, noises[path.stem], 16000)
-    return root
+    return make_short_librispeech(tmp_path_factory.mktemp("ls"))
 
 
 def _run(folder, corpus, whisper_dir, llama_dir, brain_class=MoWEBrain, test="test-clean",

@@ -13,23 +13,17 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fixture_corpora import make_librispeech  # noqa: E402
-from recipe_runs import RECIPES, load_train_script, read_metrics, tiny_overrides  # noqa: E402
-
-from speechbrain_mowe.dataio import save_audio  # noqa: E402
+from recipe_runs import (  # noqa: E402
+    RECIPES,
+    SHORT_UTTERANCES,
+    load_train_script,
+    make_short_librispeech,
+    read_metrics,
+    tiny_overrides,
+)
 
 SCRIPT = RECIPES / "LibriSpeech" / "ASR" / "train.py"
 YAML = RECIPES / "LibriSpeech" / "ASR" / "hparams" / "mowe.yaml"
-#: 7 utterances: an odd number of examples and of batches.
-UTTERANCES = {
-    "1-10-0000": (1.0, "one two three"),
-    "1-10-0001": (1.5, "a bird chirps"),
-    "2-20-0000": (0.75, "der fuchs"),
-    "2-20-0001": (1.25, "happy"),
-    "3-30-0000": (1.0, "the lazy dog"),
-    "3-30-0001": (0.5, "seven eight"),
-    "4-40-0000": (1.75, "a car passes by"),
-}
 
 
 def _free_port() -> int:
@@ -40,12 +34,7 @@ def _free_port() -> int:
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
 def test_two_gloo_processes_match_one(tmp_path, whisper_dir, llama_dir):
-    splits = {s: UTTERANCES for s in ("train-clean-100", "dev-clean", "test-clean")}
-    corpus = make_librispeech(tmp_path / "data", splits)
-    gen = torch.Generator().manual_seed(0)
-    for path in sorted(corpus.glob("*/*/*/*.flac")):
-        save_audio(path, torch.randn(int(16000 * UTTERANCES[path.stem][0]), generator=gen) * 0.1,
-                   16000)  # fmt: skip
+    corpus = make_short_librispeech(tmp_path / "data")
     out = tmp_path / "ddp"
     args = [str(YAML), f"--data_folder={corpus}", "--train_splits=[train-clean-100]"]
     args += ["--test_splits=[test-clean]"]
@@ -60,7 +49,9 @@ def test_two_gloo_processes_match_one(tmp_path, whisper_dir, llama_dir):
     assert "epoch: 2" in log and "valid dev-clean/asr/WER" in log
     ddp = read_metrics(out, "test-clean")
     hypotheses = (out / "test_results" / "test-clean" / "hypotheses.jsonl").read_text()
-    assert sorted(json.loads(line)["id"] for line in hypotheses.splitlines()) == sorted(UTTERANCES)
+    assert sorted(json.loads(line)["id"] for line in hypotheses.splitlines()) == sorted(
+        SHORT_UTTERANCES
+    )
 
     # One process scores the same checkpoint.
     single = tmp_path / "single"

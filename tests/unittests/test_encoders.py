@@ -16,6 +16,7 @@ from speechbrain_mowe.lobes import (
     build_encoder,
 )
 from speechbrain_mowe.registry import Registry
+from speechbrain_mowe.tiny import make_tiny_beats
 
 
 def _alone_vs_batched(encoder, wavs, rel_lens, atol):
@@ -152,30 +153,10 @@ def test_ssl_adapters(tmp_path, wavs, adapter, family):
     assert encoder.layer_logits.grad is not None
 
 
-def test_beats_adapter(tmp_path, wavs, monkeypatch):
-    import speechbrain.lobes.models.beats as beats
+def test_beats_adapter(tmp_path, wavs):
+    ckpt = make_tiny_beats(tmp_path / "beats.pt")
 
-    cfg = {
-        "encoder_layers": 1,
-        "encoder_embed_dim": 32,
-        "encoder_ffn_embed_dim": 64,
-        "encoder_attention_heads": 2,
-        "embed_dim": 16,
-        "conv_pos": 9,
-        "conv_pos_groups": 1,
-        "num_buckets": 16,
-        "max_distance": 32,
-    }
-    # A random tiny BEATs saved as a checkpoint file, like released ones.
-    default_config = beats.BEATsConfig
-    monkeypatch.setattr(beats, "BEATsConfig", lambda given=None: default_config(given or cfg))
-    torch.manual_seed(0)
-    weights = beats.BEATs(freeze=False).state_dict()
-    monkeypatch.undo()
-    ckpt = tmp_path / "beats.pt"
-    torch.save({"cfg": cfg, "model": weights}, ckpt)
-
-    encoder = BEATsEncoder(str(ckpt)).eval()
+    encoder = BEATsEncoder(ckpt).eval()
     assert encoder.output_dim == 32 and encoder.frame_rate == 50.0
     feats, lens = encoder(*wavs)
     frames = torch.round(lens * feats.shape[1]).long()

@@ -15,7 +15,7 @@ from speechbrain_mowe.lobes import (
     WhisperEncoder,
     WindowQFormerProjector,
 )
-from speechbrain_mowe.tiny import make_tiny_whisper
+from speechbrain_mowe.tiny import make_tiny_beats, make_tiny_whisper
 
 FAMILIES = ["base_only", "mowe_paper", "salmonn_like", "wavllm_like"]
 BASE_DIM = 64  # the tiny Whisper's width
@@ -49,30 +49,6 @@ def _save_ssl(path, family):
     return str(path)
 
 
-def _save_beats(path):
-    """A tiny random BEATs saved as a checkpoint file, like released ones."""
-    import speechbrain.lobes.models.beats as beats
-
-    cfg = {
-        "encoder_layers": 1,
-        "encoder_embed_dim": 32,
-        "encoder_ffn_embed_dim": 64,
-        "encoder_attention_heads": 2,
-        "embed_dim": 16,
-        "conv_pos": 9,
-        "conv_pos_groups": 1,
-        "num_buckets": 16,
-        "max_distance": 32,
-    }
-    default_config = beats.BEATsConfig
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(beats, "BEATsConfig", lambda given=None: default_config(given or cfg))
-        torch.manual_seed(0)
-        weights = beats.BEATs(freeze=False).state_dict()
-    torch.save({"cfg": cfg, "model": weights}, path)
-    return str(path)
-
-
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory, whisper_dir, llama_dir):
     """One mapping of tiny checkpoints serving every family."""
@@ -83,7 +59,7 @@ def sources(tmp_path_factory, whisper_dir, llama_dir):
         "whisper_tiny_source": make_tiny_whisper(folder / "whisper_tiny", d_model=32),
         "hubert_source": _save_ssl(folder / "hubert", "Hubert"),
         "wavlm_source": _save_ssl(folder / "wavlm", "WavLM"),
-        "beats_checkpoint": _save_beats(folder / "beats.pt"),
+        "beats_checkpoint": make_tiny_beats(folder / "beats.pt"),
     }
 
 
