@@ -213,10 +213,9 @@ class MoWEBrain(sb.Brain):
         if not self.scaler.is_enabled():
             # Skip the whole step when any gradient is non-finite (see check_gradients).
             self.skip_nonfinite_grads = True
-        self.tasks = list(self.hparams.tasks)
         mowe = self.mowe_encoder
-        self.expert_names = [f"{i}:{type(e).__name__}" for i, e in enumerate(mowe.weak_pool)]
-        self.tally = EpochTally(self.tasks, self.expert_names)
+        experts = [f"{i}:{type(e).__name__}" for i, e in enumerate(mowe.weak_pool)]
+        self.tally = EpochTally(self.hparams.tasks, experts)
         self.finite_in_window = 0
         self.feature_cache = None
         if self._hparam("cache_base_features", False):
@@ -228,7 +227,6 @@ class MoWEBrain(sb.Brain):
         self.records: List[Dict] = []
         self.test_name = "test"
         self.test_results: Dict[str, Dict] = {}
-        self.last_valid_stats: Dict = {}
 
     # ---------------------------------------------------------------- modules
     def _unwrapped(self, name: str):
@@ -250,11 +248,6 @@ class MoWEBrain(sb.Brain):
         """The :class:`~speechbrain_mowe.lobes.AudioLLM` (unwrapped from DDP)."""
         return self._unwrapped("llm")
 
-    @property
-    def raw_lobes(self) -> Dict[str, torch.nn.Module]:
-        """The modules without their DDP wrappers."""
-        return {name: self._unwrapped(name) for name in ("mowe_encoder", "projector", "llm")}
-
     def _hparam(self, name, default=None):
         return getattr(self.hparams, name, default)
 
@@ -267,20 +260,23 @@ class MoWEBrain(sb.Brain):
         if self.feature_cache is not None:
             base_output = self.feature_cache.encode(batch.id, wavs, wav_lens)
         task_ids = torch.as_tensor(batch.task_id, device=self.device)
+        return self._run_lobes(
+            stage, wavs, wav_lens, task_ids, batch.prefix, batch.suffix, batch.answer_tokens,
+            base_output,
+        )  # fmt: skip
+
+    def _run_lobes(
+        self, stage, wavs, wav_lens, task_ids, prefix, suffix, answer, base_output=None
+    ) -> Predictions:
         # Evaluation bypasses the DDP wrappers: ranks need not run it in step.
+        names = ("mowe_encoder", "projector", "llm")
         if stage == sb.Stage.TRAIN:
-            mowe, projector, llm = (
-                self.modules.mowe_encoder,
-                self.modules.projector,
-                self.modules.llm,
-            )
+            mowe, projector, llm = (self.modules[name] for name in names)
         else:
-            mowe, projector, llm = self.mowe_encoder, self.projector, self.llm
+            mowe, projector, llm = (self._unwrapped(name) for name in names)
         encoded = mowe(wavs, wav_lens, task_ids, base_output=base_output)
         audio, audio_lens = projector(encoded.feats, encoded.lens)
-        out = llm(
-            audio, audio_lens, batch.prefix, batch.suffix, batch.answer_tokens, return_loss=False
-        )
+        out = llm(audio, audio_lens, prefix, suffix, answer, return_loss=False)
         return Predictions(encoded, out, audio, audio_lens)
 
     def compute_objectives(self, predictions: Predictions, batch, stage) -> torch.Tensor:
@@ -321,14 +317,13 @@ class MoWEBrain(sb.Brain):
         """One step; the loss is taken outside autocast, and a non-finite loss
         or an all-unreadable batch adds nothing to the gradients."""
         should_step = (self.step % self.grad_accumulation_factor) == 0
+        self.tally.skipped.add(batch)
         if isinstance(batch, EmptyBatch):
-            self.tally.skipped.add(batch)
             if self.distributed_launch:
                 self._zero_loss_step(should_step)
             elif should_step:
                 self._finish_window()
             return torch.tensor(float("nan"))
-        self.tally.skipped.add(batch)
         self.on_fit_batch_start(batch, should_step)
         with self.no_sync(not should_step):
             with self.training_ctx:
@@ -374,20 +369,13 @@ class MoWEBrain(sb.Brain):
         """A forward and backward pass on a silent clip that adds zero gradient,
         so that a rank with nothing to train on stays in step with the others."""
         prefix, suffix = self.llm.tokenize_prompts(["."])
+        answer = self.llm.tokenize_answers(["."])
         wavs = torch.zeros(1, 16000, device=self.device)
         ones = torch.ones(1, device=self.device)
+        task_ids = torch.zeros(1, dtype=torch.long, device=self.device)
         with self.no_sync(not should_step):
-            encoded = self.modules.mowe_encoder(wavs, ones, torch.zeros(1, dtype=torch.long))
-            audio, audio_lens = self.modules.projector(encoded.feats, encoded.lens)
-            out = self.modules.llm(
-                audio,
-                audio_lens,
-                prefix,
-                suffix,
-                self.llm.tokenize_answers(["."]),
-                return_loss=False,
-            )
-            (0.0 * (out.logits.float().sum() + encoded.aux_loss)).backward()
+            out = self._run_lobes(sb.Stage.TRAIN, wavs, ones, task_ids, prefix, suffix, answer)
+            (0.0 * (out.llm.logits.float().sum() + out.encoder.aux_loss)).backward()
         if should_step:
             self._finish_window()
 
@@ -517,7 +505,6 @@ class MoWEBrain(sb.Brain):
                 if isinstance(value, (int, float)):
                     stats[f"{key}/{metric}"] = round(float(value), 4)
         if stage == sb.Stage.VALID:
-            self.last_valid_stats = stats
             lr = self.optimizer.param_groups[0]["lr"] if hasattr(self, "optimizer") else None
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": lr},

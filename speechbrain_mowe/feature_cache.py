@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Sequence, Tuple
 
 import torch
+from speechbrain.utils.data_utils import batch_pad_right
 from torch import nn
 
-from speechbrain_mowe.lobes.sequence import to_absolute, to_relative
+from speechbrain_mowe.lobes.sequence import to_absolute
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +158,5 @@ class FeatureCache:
                 stored = stored.to(self.dtype) if self.dtype is not None else stored.clone()
                 self._write(ids[row], num_samples[row], checksums[row], stored)
                 found[row] = stored
-        frames = torch.tensor([len(feats) for feats in found])
-        longest = int(frames.max())
-        batch = torch.zeros(len(found), longest, found[0].shape[-1], dtype=found[0].dtype)
-        for row, feats in enumerate(found):
-            batch[row, : len(feats)] = feats
-        return batch.to(device=wavs.device, dtype=self.output_dtype), to_relative(
-            frames, longest
-        ).to(wavs.device)
+        batch, lens = batch_pad_right(found)
+        return batch.to(device=wavs.device, dtype=self.output_dtype), lens.to(wavs.device)
