@@ -269,13 +269,52 @@ def dataio_prepare(hparams: Dict, llm) -> ExperimentData:
     return ExperimentData(train, train_kwargs, valid, _eval_kwargs(valid, hparams), tests)
 
 
+#: The modules of a model family that the Brain trains and checkpoints.
+MODEL_PARTS = ("mowe_encoder", "projector", "llm")
+
+
+def build_model(hparams: Dict) -> Dict:
+    """The recipe's model family, built now if its YAML deferred it.
+
+    A recipe whose model sources are made by its own preparation (the
+    synthetic recipe pre-trains its base encoder and builds its LLM) cannot
+    build the model when its YAML is loaded; it declares
+    ``model: !name:speechbrain_mowe.experiment.load_family`` instead, and
+    this calls it. ``modules``, ``aux_weight`` and the checkpointer's
+    recoverables are filled from the family where the YAML does not give
+    them.
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe's hyperparameters; updated in place.
+
+    Returns
+    -------
+    dict
+        The family's objects (see :func:`load_family`).
+    """
+    model = hparams["model"]
+    if callable(model):
+        model = hparams["model"] = model()
+    hparams.setdefault("modules", {name: model[name] for name in MODEL_PARTS})
+    hparams.setdefault("aux_weight", model.get("aux_weight", 0.1))
+    checkpointer = hparams.get("checkpointer")
+    if checkpointer is not None:
+        for name in MODEL_PARTS:
+            if name not in checkpointer.recoverables:
+                checkpointer.add_recoverable(name, hparams["modules"][name])
+    return model
+
+
 def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=None):
     """Trains a recipe's model, then scores it on every test set.
 
     Arguments
     ---------
     hparams : dict
-        The recipe's hyperparameters.
+        The recipe's hyperparameters; a deferred model is built first
+        (:func:`build_model`).
     run_opts : dict
         SpeechBrain's run options.
     brain_class : type, optional
@@ -288,6 +327,7 @@ def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=None):
     """
     from speechbrain_mowe.brain import MoWEBrain
 
+    build_model(hparams)
     brain = (brain_class or MoWEBrain)(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],

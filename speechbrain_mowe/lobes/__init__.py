@@ -4,7 +4,14 @@ Importing this package registers the built-in encoders by name.
 """
 
 from speechbrain_mowe.lobes.audio_llm import AudioLLM, AudioLLMOutput
-from speechbrain_mowe.lobes.encoders import ENCODERS, AudioEncoder, TinyConvEncoder, build_encoder
+from speechbrain_mowe.lobes.encoders import (
+    ENCODERS,
+    AudioEncoder,
+    TinyConvEncoder,
+    build_encoder,
+    load_encoder,
+    save_encoder,
+)
 from speechbrain_mowe.lobes.mowe import MoWEEncoder, MoWEOutput
 from speechbrain_mowe.lobes.pretrained_encoders import (
     BEATsEncoder,
@@ -50,4 +57,6 @@ __all__ = [
     "WhisperEncoder",
     "WindowQFormerProjector",
     "build_encoder",
+    "load_encoder",
+    "save_encoder",
 ]

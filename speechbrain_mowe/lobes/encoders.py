@@ -147,6 +147,65 @@ def build_encoder(name: str, **kwargs) -> AudioEncoder:
     return ENCODERS.build(name, **kwargs)
 
 
+def save_encoder(path, encoder: AudioEncoder, name: str, **config) -> None:
+    """Saves an encoder with what rebuilds it: its registry ``name`` and ``config``.
+
+    :func:`load_encoder` then needs only the file, so a model that uses an
+    encoder trained elsewhere (e.g. pre-trained for ASR with CTC) cannot be
+    built with another architecture than the one the weights belong to.
+
+    Arguments
+    ---------
+    path : str or path
+        The file to write.
+    encoder : AudioEncoder
+        The trained encoder.
+    name : str
+        Its name in :data:`ENCODERS`.
+    **config
+        The keyword arguments it was built with.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "base.ckpt")
+    >>> encoder = build_encoder("tiny_conv", output_dim=16)
+    >>> save_encoder(path, encoder, "tiny_conv", output_dim=16)
+    >>> loaded = load_encoder(path)
+    >>> torch.equal(loaded(torch.ones(1, 800))[0], encoder(torch.ones(1, 800))[0])
+    True
+    """
+    built = ENCODERS.get(name)
+    if isinstance(built, type) and not isinstance(encoder, built):
+        raise TypeError(f"encoder is a {type(encoder).__name__}, not the '{name}' encoder")
+    state = {"name": name, "config": config, "state_dict": encoder.state_dict()}
+    torch.save(state, path)
+
+
+def load_encoder(path, **overrides) -> AudioEncoder:
+    """Rebuilds an encoder written by :func:`save_encoder` and loads its weights.
+
+    Arguments
+    ---------
+    path : str or path
+        The file written by :func:`save_encoder`.
+    **overrides
+        Settings that do not change the weights (e.g. ``long_input``).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Encoder checkpoint {path} does not exist") from None
+    if not isinstance(state, dict) or not {"name", "config", "state_dict"} <= set(state):
+        raise ValueError(
+            f"{path} is not an encoder file written by save_encoder "
+            "(expected the keys name, config and state_dict)"
+        )
+    encoder = build_encoder(state["name"], **{**state["config"], **overrides})
+    encoder.load_state_dict(state["state_dict"])
+    return encoder
+
+
 def log_mel(
     wavs: torch.Tensor,
     num_samples: torch.Tensor,
