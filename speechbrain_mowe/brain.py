@@ -32,7 +32,7 @@ import logging
 import random
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple, Sequence
 
 import numpy as np
 import speechbrain as sb
@@ -56,6 +56,18 @@ class Predictions(NamedTuple):
     llm: AudioLLMOutput
     audio: torch.Tensor
     audio_lens: torch.Tensor
+
+
+def expert_shares(experts: Sequence[str], counts: Sequence[float]) -> str:
+    """How often each expert was chosen, as percentages of all choices.
+
+    Example
+    -------
+    >>> expert_shares(["0:a", "1:b"], [3, 1])
+    '0:a 75% 1:b 25%'
+    """
+    total = sum(counts)
+    return " ".join(f"{name} {100 * n / total:.0f}%" for name, n in zip(experts, counts))
 
 
 class EpochTally:
@@ -124,13 +136,8 @@ class EpochTally:
             if self.tokens[t] > 0:
                 stats[f"loss_{task}"] = round(float(self.loss_sums[t] / self.tokens[t]), 6)
         for t, task in enumerate(self.tasks):
-            total = float(self.routes[t].sum())
-            if total > 0 and self.experts:
-                shares = (
-                    f"{name} {100 * float(n) / total:.0f}%"
-                    for name, n in zip(self.experts, self.routes[t])
-                )
-                stats[f"routing_{task}"] = " ".join(shares)
+            if self.routes[t].sum() > 0 and self.experts:
+                stats[f"routing_{task}"] = expert_shares(self.experts, self.routes[t].tolist())
         if self.nonfinite:
             stats["nonfinite_losses"] = self.nonfinite
         if self.skipped.count:
@@ -418,6 +425,8 @@ class MoWEBrain(sb.Brain):
                 )
             hypotheses = [text.strip() for text in self.llm.decode(tokens)]
         sums, counts = self._ce
+        routing = predictions.encoder.routing
+        experts = routing.experts.tolist() if routing is not None else [[]] * len(batch.id)
         languages = getattr(batch, "target_language", [""] * len(batch.id))
         for i, utt_id in enumerate(batch.id):
             self.records.append(
@@ -431,6 +440,7 @@ class MoWEBrain(sb.Brain):
                     "target_language": languages[i],
                     "loss_sum": float(sums[i]),
                     "tokens": int(counts[i]),
+                    "experts": experts[i],
                 }
             )
         return loss.detach().cpu()
@@ -504,6 +514,7 @@ class MoWEBrain(sb.Brain):
             for metric, value in scorer.summarize().items():
                 if isinstance(value, (int, float)):
                     stats[f"{key}/{metric}"] = round(float(value), 4)
+        stats.update(self.routing_stats(records))
         if stage == sb.Stage.VALID:
             lr = self.optimizer.param_groups[0]["lr"] if hasattr(self, "optimizer") else None
             self.hparams.train_logger.log_stats(
@@ -524,8 +535,23 @@ class MoWEBrain(sb.Brain):
         if if_main_process():
             self.write_results(self.test_name, stats, scorers, records)
 
+    def routing_stats(self, records: List[Dict]) -> Dict[str, str]:
+        """``{"routing/<task>": shares}``: how often each weak encoder was
+        chosen for each task's examples (empty without a router)."""
+        names = self.tally.experts
+        stats = {}
+        for task in self.hparams.tasks:
+            counts = [0] * len(names)
+            for record in records:
+                if record["task"] == task:
+                    for expert in record["experts"]:
+                        counts[expert] += 1
+            if sum(counts):
+                stats[f"routing/{task}"] = expert_shares(names, counts)
+        return stats
+
     def write_results(self, name: str, stats: Dict, scorers: Dict, records: List[Dict]):
-        """``metrics.json``, ``results.txt`` (readable, with metric notes),
+        """``metrics.json``, ``results.txt`` (readable, with metric notes and routing),
         ``hypotheses.jsonl`` and per-metric files under ``test_results/<name>/``."""
         folder = Path(self.hparams.output_folder) / "test_results" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -536,6 +562,9 @@ class MoWEBrain(sb.Brain):
             lines.append(f"\n[{key}] ({len(scorer.ids)} examples)")
             lines.extend(scorer.summary_lines())
             scorer.write(str(folder / key.replace("/", "_")))
+        routing = [f"{key}: {value}" for key, value in stats.items() if key.startswith("routing/")]
+        if routing:
+            lines.extend(["\n[weak encoders chosen per task]", *routing])
         (folder / "results.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         with open(folder / "hypotheses.jsonl", "w", encoding="utf-8") as f:
             for r in records:

@@ -174,6 +174,17 @@ def manifest_paths(folder: str, splits: Sequence[str], prefix: str = "") -> List
     return list(split_manifests(folder, splits, prefix).values())
 
 
+def task_manifests(folder: str, tasks: Sequence[str], split: str) -> Dict[str, str]:
+    """``{task: <folder>/<task>_<split>.csv}``: one source per task.
+
+    Example
+    -------
+    >>> task_manifests("corpus", ["asr", "er"], "train")
+    {'asr': 'corpus/asr_train.csv', 'er': 'corpus/er_train.csv'}
+    """
+    return {task: os.path.join(folder, f"{task}_{split}.csv") for task in tasks}
+
+
 class ExperimentData(NamedTuple):
     """Datasets and the loader settings :class:`~speechbrain_mowe.brain.MoWEBrain` needs."""
 

@@ -1,6 +1,7 @@
 """Each recipe prepares its fixture corpus, trains the tiny model 2 epochs and tests it."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -110,7 +111,14 @@ def test_multitask_reports_all_four_metrics(tmp_path, corpora, whisper_dir, llam
             "--num_samples=12",
         ],
     )
-    assert read_metrics(out, "librispeech").keys() >= {"librispeech/asr/WER"}
+    asr = read_metrics(out, "librispeech")
+    assert asr.keys() >= {"librispeech/asr/WER", "routing/asr"}
+    # Test-time routing: each of the pool's two experts gets a share, adding up to 100%.
+    shares = re.findall(r"(\d):TinyConvEncoder (\d+)%", asr["routing/asr"])
+    assert [e for e, _ in shares] == ["0", "1"] and 99 <= sum(int(p) for _, p in shares) <= 101
+    assert "[weak encoders chosen per task]" in (
+        out / "test_results" / "librispeech" / "results.txt"
+    ).read_text()
     assert read_metrics(out, "covost2").keys() >= {"covost2/ast/BLEU"}
     assert read_metrics(out, "iemocap").keys() >= {"iemocap/er/UA"}
     assert read_metrics(out, "clotho").keys() >= {"clotho/aac/CIDEr_D"}
