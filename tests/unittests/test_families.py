@@ -11,9 +11,12 @@ from speechbrain_mowe.lobes import (
     HybridRouter,
     MoWEEncoder,
     SequenceCNNProjector,
+    TinyConvEncoder,
     WavLMEncoder,
     WhisperEncoder,
     WindowQFormerProjector,
+    build_encoder,
+    save_encoder,
 )
 from speechbrain_mowe.tiny import make_tiny_beats, make_tiny_whisper
 
@@ -233,3 +236,55 @@ def test_unknown_family_lists_the_known_ones():
         load_family("nope")
     for name in FAMILIES + ["tiny_mowe"]:
         assert name in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def conv_sources(tmp_path_factory, llama_dir):
+    """A saved base encoder (as the synthetic recipe's CTC pre-training writes it)."""
+    path = tmp_path_factory.mktemp("conv") / "encoder.ckpt"
+    torch.manual_seed(0)
+    base = build_encoder("tiny_conv", channels=[16, 24], strides=[2, 1])
+    save_encoder(path, base, "tiny_conv", channels=[16, 24], strides=[2, 1])
+    return {"base_checkpoint": str(path), "llm_source": llama_dir}, base
+
+
+@pytest.mark.parametrize("name", ["conv_mowe", "conv_base_only"])
+def test_conv_families(conv_sources, name):
+    sources, saved = conv_sources
+    hparams = load_family(name, sources, num_tasks=4)
+    mowe, llm = hparams["mowe_encoder"], hparams["llm"]
+    # The base is the saved encoder, frozen, with its saved weights.
+    assert mowe.base.output_dim == 24 and mowe.base.frame_rate == 50
+    assert mowe.freeze_base and _frozen(mowe.base)
+    for (key, value), (_, expected) in zip(
+        mowe.base.state_dict().items(), saved.state_dict().items()
+    ):
+        assert torch.equal(value, expected), key
+    # The small random LLM trains whole, without adapters.
+    assert not hasattr(llm.model, "peft_config")
+    assert all(p.requires_grad for p in llm.model.parameters())
+    wavs = torch.randn(2, 8000) * 0.1
+    lens = torch.tensor([1.0, 0.5])
+    with torch.no_grad():
+        out = mowe.eval()(wavs, lens, torch.tensor([0, 3]))
+    assert torch.round(out.lens * out.feats.shape[1]).long().tolist() == [25, 13]
+    if name == "conv_mowe":
+        assert [type(w) for w in mowe.weak_pool] == [TinyConvEncoder] * 3
+        assert type(mowe.router) is HybridRouter and mowe.router.top_k == 1
+        assert mowe.output_dim == 24 + 64 and out.routing.experts.shape == (2, 1)
+    else:
+        assert len(mowe.weak_pool) == 0 and mowe.router is None and mowe.output_dim == 24
+    audio, _ = hparams["projector"](out.feats, out.lens)
+    assert audio.shape == (2, 7, llm.embedding_dim)  # ceil(25 / 4) steps
+
+
+def test_conv_family_refuses_a_file_that_is_not_an_encoder(tmp_path, llama_dir):
+    path = tmp_path / "weights.ckpt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="not an encoder file written by save_encoder"):
+        load_family("conv_mowe", {"base_checkpoint": str(path), "llm_source": llama_dir})
+    with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist"):
+        load_family(
+            "conv_mowe",
+            {"base_checkpoint": str(tmp_path / "missing.ckpt"), "llm_source": llama_dir},
+        )
