@@ -32,7 +32,8 @@ aac
     rising or falling chirps, noise bursts, one to three clicks) with random
     timing, frequencies and levels over faint background noise. Each clip
     has five paraphrased captions naming the events in order and the number
-    of clicks (``a low tone followed by two clicks``), all in ``references``.
+    of clicks (``a low tone followed by two clicks``), all in ``references``;
+    ``answer`` is one of them, drawn per example.
 speaker_sex
     Only when listed in ``tasks``: ``man`` or ``woman``, after the voice
     variant. This script registers the task and its scorer (accuracies, as
@@ -43,13 +44,18 @@ a hash of the seed and its text (:func:`sentence_split`), and the training
 sentences are drawn so that every word of the valid and test sentences
 (and, for ``ast``, every German word form of their translations) occurs in
 training. Everything is drawn from generators seeded by the seed and the
-example id: the same arguments give byte-identical files.
+task, split or example id: the same arguments give byte-identical files.
+
+Speech rows also carry ``speaker`` (the eSpeak voice, e.g. ``en-us+f3``),
+``sex``, ``transcript`` and the eSpeak settings ``rate``, ``pitch``,
+``pitch_range``, ``volume``; captioning rows carry ``events``.
 
 Files written to ``save_folder``::
 
     wavs/<split>/<task>/<id>.wav     16 kHz mono 16-bit PCM
     <task>_<split>.csv               manifests, e.g. asr_train.csv, er_test.csv
     synthetic_prepare.json           options and counts
+    synthetic_prepare_report.tsv     rows left out (none)
 
 Usage::
 
