@@ -32,7 +32,7 @@ import logging
 import random
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Sequence
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 import speechbrain as sb
@@ -164,6 +164,56 @@ class EpochTally:
         self.skipped.reasons.update(state["skipped"])
 
 
+def encode_audio(
+    mowe_encoder, projector, wavs, wav_lens, task_ids=None, base_output=None
+) -> Tuple[MoWEOutput, torch.Tensor, torch.Tensor]:
+    """The audio half of the lobe chain: the MoWE encoder, then the projector.
+
+    Arguments
+    ---------
+    mowe_encoder : speechbrain_mowe.lobes.MoWEEncoder
+    projector : torch.nn.Module
+        Maps ``(feats, lens)`` to ``(audio embeddings [b, t, d], lens)``.
+    wavs, wav_lens, task_ids, base_output
+        As in :meth:`~speechbrain_mowe.lobes.MoWEEncoder.forward`.
+
+    Returns
+    -------
+    encoded : MoWEOutput
+    audio : torch.Tensor
+        ``[b, t, d]`` embeddings for the LLM.
+    audio_lens : torch.Tensor
+        ``[b]`` relative lengths.
+    """
+    encoded = mowe_encoder(wavs, wav_lens, task_ids, base_output=base_output)
+    audio, audio_lens = projector(encoded.feats, encoded.lens)
+    return encoded, audio, audio_lens
+
+
+def generate_answers(
+    llm, audio, audio_lens, prefix, suffix, max_new_tokens: int = 128, num_beams: int = 1
+) -> List[str]:
+    """Batched generation of the answers to prompts around projected audio, as text.
+
+    Arguments
+    ---------
+    llm : speechbrain_mowe.lobes.AudioLLM
+    audio, audio_lens, prefix, suffix
+        As in :meth:`~speechbrain_mowe.lobes.AudioLLM.generate`.
+    max_new_tokens, num_beams : int
+        Decoding settings.
+
+    Returns
+    -------
+    list of str
+        One answer per example, without surrounding whitespace.
+    """
+    tokens = llm.generate(
+        audio, audio_lens, prefix, suffix, max_new_tokens=max_new_tokens, num_beams=num_beams
+    )
+    return [text.strip() for text in llm.decode(tokens)]
+
+
 def rng_states() -> Dict:
     """The states of Python's, NumPy's and torch's (CPU and CUDA) generators."""
     states = {
@@ -281,8 +331,9 @@ class MoWEBrain(sb.Brain):
             mowe, projector, llm = (self.modules[name] for name in names)
         else:
             mowe, projector, llm = (self._unwrapped(name) for name in names)
-        encoded = mowe(wavs, wav_lens, task_ids, base_output=base_output)
-        audio, audio_lens = projector(encoded.feats, encoded.lens)
+        encoded, audio, audio_lens = encode_audio(
+            mowe, projector, wavs, wav_lens, task_ids, base_output
+        )
         out = llm(audio, audio_lens, prefix, suffix, answer, return_loss=False)
         return Predictions(encoded, out, audio, audio_lens)
 
@@ -397,6 +448,13 @@ class MoWEBrain(sb.Brain):
                 p.grad = None
 
     # ------------------------------------------------------------- evaluation
+    def decoding_options(self) -> Dict:
+        """``max_new_tokens`` and ``num_beams`` of evaluation (and inference)."""
+        return {
+            "max_new_tokens": self._hparam("max_new_tokens", 128),
+            "num_beams": self._hparam("num_beams", 1),
+        }
+
     def _decode_now(self, stage, epoch) -> bool:
         if stage == sb.Stage.TEST:
             return True
@@ -415,15 +473,14 @@ class MoWEBrain(sb.Brain):
         hypotheses = [None] * len(batch.id)
         if self.decoding:
             with self.evaluation_ctx:
-                tokens = self.llm.generate(
+                hypotheses = generate_answers(
+                    self.llm,
                     predictions.audio,
                     predictions.audio_lens,
                     batch.prefix,
                     batch.suffix,
-                    max_new_tokens=self._hparam("max_new_tokens", 128),
-                    num_beams=self._hparam("num_beams", 1),
+                    **self.decoding_options(),
                 )
-            hypotheses = [text.strip() for text in self.llm.decode(tokens)]
         sums, counts = self._ce
         routing = predictions.encoder.routing
         experts = routing.experts.tolist() if routing is not None else [[]] * len(batch.id)
