@@ -334,9 +334,12 @@ def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=None):
     Returns
     -------
     MoWEBrain
-        The trained brain; the metrics are in its ``test_results``.
+        The trained brain; the metrics are in its ``test_results``. The
+        best model is also saved for inference in ``output_folder``
+        (:func:`speechbrain_mowe.export.save_for_inference`).
     """
     from speechbrain_mowe.brain import MoWEBrain
+    from speechbrain_mowe.export import save_for_inference
 
     build_model(hparams)
     brain = (brain_class or MoWEBrain)(
@@ -356,6 +359,7 @@ def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=None):
     )
     for name, (dataset, kwargs) in data.tests.items():
         brain.evaluate(dataset, name=name, min_key="loss", test_loader_kwargs=kwargs)
+    save_for_inference(brain, hparams, data)
     return brain
 
 
