@@ -1,0 +1,10 @@
+"""``python -m speechbrain_mowe``: the ``speechbrain-mowe`` command.
+
+See :mod:`speechbrain_mowe.cli`.
+"""
+
+import sys
+
+from speechbrain_mowe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,235 @@
+"""``speechbrain-mowe``: answer audio files with a trained model, as JSON lines.
+
+::
+
+    speechbrain-mowe MODEL_FOLDER --task asr a.wav b.flac --output out.jsonl
+    speechbrain-mowe MODEL_FOLDER --manifest test.csv --data_root /data --output out.jsonl
+    speechbrain-mowe MODEL_FOLDER --instruction "Describe the audio." --task aac \\
+        --manifest test.csv --data_root /data --output out.jsonl
+
+Each input gets one line ``{"id", "wav", "task", "instruction", "answer"}``
+(the id is the manifest's ``ID`` or the file path). The output is appended
+to and flushed after every batch, so an interrupted run is resumed by
+running the same command again: inputs already answered are skipped, and a
+last line cut short by the interruption is removed (with a warning) and
+redone. A file that cannot be read, or is too long under
+``--long_audio refuse``, gets ``{"id", "wav", "error"}`` instead; the run goes
+on, ends with a non-zero exit status, and the next run tries it again.
+Readers should take the last line of each id.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set
+
+logger = logging.getLogger("speechbrain_mowe.cli")
+
+
+class Request(NamedTuple):
+    """One input: its id, audio file, task (may be None) and instruction."""
+
+    id: str
+    wav: str
+    task: Optional[str]
+    instruction: Optional[str]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speechbrain-mowe",
+        description=(
+            "Answer audio files with a trained MoWE audio LLM (the output_folder of a "
+            "training run, which holds inference.yaml). Writes one JSON line per input; "
+            "run the same command again to resume."
+        ),
+    )
+    parser.add_argument("model", help="folder holding inference.yaml and the .ckpt files")
+    parser.add_argument("files", nargs="*", help="audio files (or use --manifest)")
+    parser.add_argument(
+        "--task",
+        help="task of every input (asr, ast, er, aac, ...): the router's task and, unless "
+        "--instruction is given, the instruction the model was tested with for it",
+    )
+    parser.add_argument(
+        "--instruction",
+        help="instruction asked of every input (free-form answers; with a task-conditioned "
+        "router, also give --task or a manifest)",
+    )
+    parser.add_argument(
+        "--manifest",
+        help="a CSV manifest (ID, wav, task, instruction columns); without --task each row's "
+        "task and instruction are used",
+    )
+    parser.add_argument("--data_root", help="what $data_root stands for in the manifest")
+    parser.add_argument("--output", required=True, help="JSON lines file, appended to")
+    parser.add_argument("--batch_size", type=int, default=8, help="inputs per batch (default 8)")
+    parser.add_argument(
+        "--long_audio",
+        choices=("chunk", "refuse"),
+        help="audio longer than the model reads at once: answer it in pieces cut at pauses, "
+        "or refuse it (default: the model's setting)",
+    )
+    parser.add_argument("--device", help="e.g. cpu, cuda:0 (default: a GPU if there is one)")
+    return parser
+
+
+def _requests(args, parser) -> List[Request]:
+    if bool(args.files) == bool(args.manifest):
+        parser.error("give audio files or --manifest (one of them)")
+    if args.manifest:
+        from speechbrain_mowe.dataio import load_manifest
+
+        rows = load_manifest(args.manifest, args.data_root or "$data_root")
+        if args.data_root is None and any("$data_root" in row["wav"] for row in rows.values()):
+            parser.error(f"{args.manifest} writes its paths with $data_root: give --data_root")
+        return [
+            Request(
+                utt_id,
+                row["wav"],
+                args.task or row["task"],
+                args.instruction or (None if args.task else row["instruction"]),
+            )
+            for utt_id, row in rows.items()
+        ]
+    if not (args.task or args.instruction):
+        parser.error("give --task or --instruction (or both)")
+    return [Request(path, path, args.task, args.instruction) for path in args.files]
+
+
+def read_answered(path: Path) -> Set[str]:
+    """The ids a previous run answered in ``path``.
+
+    A last line without its newline (the run was killed while writing it)
+    is cut off, with a warning; other lines must be JSON. Lines with an
+    ``error`` instead of an ``answer`` do not count, so they are retried.
+    """
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        complete = data.rfind(b"\n") + 1
+        logger.warning(
+            "The last line of %s was cut short (an interrupted run?): removed it; its input "
+            "is answered again",
+            path,
+        )
+        os.truncate(path, complete)
+        data = data[:complete]
+    answered = set()
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path}, line {number}, is not JSON ({err}); fix or remove it, or write to "
+                "another --output"
+            ) from None
+        if "answer" in record:
+            answered.add(record["id"])
+    return answered
+
+
+def _answer_batch(model, batch: Sequence[Request], long_audio: Optional[str]) -> List[Dict]:
+    """One record per request: its answer, or why its audio could not be used."""
+    from speechbrain_mowe.dataio import AudioError
+    from speechbrain_mowe.inference import CHUNK_JOINS, LongAudioError, join_texts
+
+    records, answered, clips, joins = [], [], [], []
+    for request in batch:
+        try:
+            clips.append(model.load_pieces(request.wav, long_audio))
+        except (AudioError, LongAudioError) as err:
+            logger.warning("%s: %s", request.id, err)
+            records.append({"id": request.id, "wav": request.wav, "error": str(err)})
+            continue
+        instruction = request.instruction or model.instruction(request.task)
+        records.append(
+            {"id": request.id, "wav": request.wav, "task": request.task, "instruction": instruction}
+        )
+        answered.append(records[-1])
+        # Free-form answers of a long file's pieces are joined with a space.
+        free_form = request.instruction is not None
+        joins.append(join_texts if free_form else CHUNK_JOINS.get(request.task, join_texts))
+    tasks = [record["task"] for record in answered]
+    answers = model.generate_clips(
+        clips,
+        [record["instruction"] for record in answered],
+        None if None in tasks else tasks,
+        joins,
+    )
+    for record, answer in zip(answered, answers):
+        record["answer"] = answer
+    return records
+
+
+def _load_model(args, parser):
+    """The model, or an exit with the reason it cannot answer (no traceback)."""
+    from speechbrain_mowe.inference import MoWEAudioLLM
+
+    try:
+        run_opts = {"device": args.device} if args.device else None
+        model = MoWEAudioLLM.from_hparams(source=args.model, run_opts=run_opts)
+        if args.task and not args.instruction:
+            model.instruction(args.task)  # an untrained task fails before any work
+    except (FileNotFoundError, ValueError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    return model
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the command line; returns the exit status (1 if any input failed).
+
+    Arguments
+    ---------
+    argv : sequence of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = _parser()
+    args = parser.parse_intermixed_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch_size must be at least 1")
+    requests = _requests(args, parser)
+    output = Path(args.output)
+    try:
+        answered = read_answered(output)
+    except ValueError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    pending = list({r.id: r for r in requests if r.id not in answered}.values())
+    skipped = len({r.id for r in requests} & answered)
+    if skipped:
+        logger.info(
+            "%d of %d inputs already answered in %s: skipped", skipped, len(requests), output
+        )
+    errors = 0
+    if pending:
+        model = _load_model(args, parser)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "a", encoding="utf-8") as f:
+            for start in range(0, len(pending), args.batch_size):
+                records = _answer_batch(
+                    model, pending[start : start + args.batch_size], args.long_audio
+                )
+                for record in records:
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    errors += "error" in record
+                f.flush()
+    summary = (
+        f"{len(pending) - errors} answered, {skipped} skipped (already in {output}), "
+        f"{errors} failed"
+    )
+    if errors:
+        logger.error(
+            '%s: see the lines with an "error" in %s; run again to retry them', summary, output
+        )
+        return 1
+    logger.info("%s", summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
