@@ -51,6 +51,7 @@ def test_librispeech_asr(tmp_path, corpora, whisper_dir, llama_dir):
         "test-clean/asr/CER",
         "test-clean/asr/WER_norm",
         "test-clean/asr/CER_norm",
+        "routing/asr",
     }
     assert [h["id"] for h in _hypotheses(out, "test-clean")] == ["1089-134686-0000"]
     assert (out / "test_results" / "test-clean" / "test-clean_asr_wer.txt").exists()
@@ -116,9 +117,10 @@ def test_multitask_reports_all_four_metrics(tmp_path, corpora, whisper_dir, llam
     # Test-time routing: each of the pool's two experts gets a share, adding up to 100%.
     shares = re.findall(r"(\d):TinyConvEncoder (\d+)%", asr["routing/asr"])
     assert [e for e, _ in shares] == ["0", "1"] and 99 <= sum(int(p) for _, p in shares) <= 101
-    assert "[weak encoders chosen per task]" in (
-        out / "test_results" / "librispeech" / "results.txt"
-    ).read_text()
+    assert (
+        "[weak encoders chosen per task]"
+        in (out / "test_results" / "librispeech" / "results.txt").read_text()
+    )
     assert read_metrics(out, "covost2").keys() >= {"covost2/ast/BLEU"}
     assert read_metrics(out, "iemocap").keys() >= {"iemocap/er/UA"}
     assert read_metrics(out, "clotho").keys() >= {"clotho/aac/CIDEr_D"}

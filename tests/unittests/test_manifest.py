@@ -58,15 +58,17 @@ def test_missing_template_values_and_unknown_tasks_are_named():
 def test_a_user_task_needs_no_library_change(tmp_path, monkeypatch):
     monkeypatch.setattr(tasks_module, "TASKS", dict(TASKS))
     sid = tasks_module.register_task(
-        Task("speaker_sex", instructions=("Is the speaker a man or a woman?", "Who speaks?"))
+        Task("speaker_age", instructions=("Is the speaker a child or an adult?", "How old?"))
     )
-    assert tasks_module.get_task("speaker_sex") is sid
+    assert tasks_module.get_task("speaker_age") is sid
     with pytest.raises(ValueError, match="already registered"):
-        tasks_module.register_task(Task("speaker_sex", instructions=("Other?",)))
-    row = manifest_row("s1", tmp_path / "s1.wav", tmp_path, 1.0, sid.name, sid.instruction(), "man")
+        tasks_module.register_task(Task("speaker_age", instructions=("Other?",)))
+    row = manifest_row(
+        "s1", tmp_path / "s1.wav", tmp_path, 1.0, sid.name, sid.instruction(), "adult"
+    )
     write_manifest(tmp_path / "sex.csv", [row])
     loaded = load_manifest(tmp_path / "sex.csv", tmp_path)
-    assert loaded["s1"]["task"] == "speaker_sex" and loaded["s1"]["answer"] == "man"
+    assert loaded["s1"]["task"] == "speaker_age" and loaded["s1"]["answer"] == "adult"
 
 
 def test_register_task_keeps_identical_redefinitions():

@@ -351,7 +351,8 @@ def test_empty_caption_scores_zero():
 
 
 def test_tasks_are_registered():
-    assert SCORERS.names() == ["aac", "asr", "ast", "er"]
+    # The package's own; recipes may add theirs (the synthetic one adds speaker_sex).
+    assert {"aac", "asr", "ast", "er"} <= set(SCORERS.names())
     scorer = make_scorer("ast", target_language="zh-CN")
     assert isinstance(scorer, TranslationScorer) and scorer.tokenizer == "zh"
     assert isinstance(make_scorer("asr"), ASRScorer)
