@@ -1,0 +1,149 @@
+"""The synthetic experiment end to end, on a small corpus.
+
+``train.py`` generates the corpus, pre-trains the base encoder with CTC,
+builds the LLM and trains MoWE, which must beat, on every task, what
+answering every test clip with the most common training answer scores (and
+1/4 for the four emotions); its folder loads for inference. ``compare.py``
+trains MoWE and the base-only baseline with the same budget and reports them.
+"""
+
+import csv
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from recipe_runs import RECIPES, load_train_script  # noqa: E402
+
+from speechbrain_mowe.metrics import make_scorer  # noqa: E402
+
+YAML = str(RECIPES / "Synthetic" / "MultiTask" / "hparams" / "mowe.yaml")
+SMALL = [
+    "--train_size=400",
+    "--valid_size=10",
+    "--test_size=20",
+    "--base_pretraining={number_of_epochs: 4, lr: 0.002, max_batch_duration: 60}",
+    "--noprogressbar",
+]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A folder, and the arguments that make every run here share its corpus,
+    base encoder and LLM (made by the first run, reused by the others)."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    argv = [
+        f"--corpus_folder={folder / 'corpus'}",
+        f"--base_encoder_folder={folder / 'base_encoder'}",
+        f"--llm_folder={folder / 'llm_init'}",
+        *SMALL,
+    ]
+    return folder, argv
+
+
+@pytest.fixture(scope="module")
+def trained(shared):
+    """MoWE trained 12 epochs by train.py."""
+    folder, argv = shared
+    train = load_train_script("Synthetic/MultiTask/train.py")
+    brain = train.main(
+        [YAML, f"--experiment_folder={folder / 'mowe'}", "--number_of_epochs=12", *argv]
+    )
+    return folder, brain
+
+
+@pytest.fixture(scope="module")
+def compared(shared):
+    """compare.py's results (one epoch per family) and its experiment folder."""
+    folder, argv = shared
+    compare = load_train_script("Synthetic/MultiTask/compare.py")
+    experiment = folder / "compare"
+    return experiment, compare.main(
+        [YAML, f"--experiment_folder={experiment}", "--number_of_epochs=1", *argv]
+    )
+
+
+def _rows(folder: Path, task: str, split: str):
+    with open(folder / "corpus" / f"{task}_{split}.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def constant_answer_score(folder: Path, task: str, metric: str) -> float:
+    """The score of answering every test clip with the most common training answer."""
+    answer = Counter(row["answer"] for row in _rows(folder, task, "train")).most_common(1)[0][0]
+    test = _rows(folder, task, "test")
+    options = {"target_language": "de"} if task == "ast" else {}
+    scorer = make_scorer(task, **options)
+    references = [json.loads(r["references"]) if task == "aac" else r["answer"] for r in test]
+    scorer.append([r["ID"] for r in test], [answer] * len(test), references)
+    return float(scorer.summarize()[metric])
+
+
+def test_mowe_beats_chance_on_every_task(trained):
+    folder, brain = trained
+    metrics = brain.test_results["test"]
+    constant = {
+        (task, metric): constant_answer_score(folder, task, metric)
+        for task, metric in [("asr", "WER"), ("ast", "BLEU"), ("aac", "CIDEr_D")]
+    }
+    # Measured here: WER 68 (constant 101), BLEU 8.9 (2.0), WA 75, CIDEr-D 1.51 (0.32).
+    assert metrics["asr/asr/WER"] < min(85.0, constant["asr", "WER"] - 15)
+    assert metrics["ast/ast/BLEU"] > constant["ast", "BLEU"] + 4
+    assert metrics["er/er/WA"] > 25.0 + 15
+    assert metrics["aac/aac/CIDEr_D"] > constant["aac", "CIDEr_D"] + 0.3
+
+
+def test_trained_folder_loads_for_inference(trained):
+    from speechbrain_mowe.inference import MoWEAudioLLM
+
+    folder, brain = trained
+    model = MoWEAudioLLM.from_hparams(source=str(folder / "mowe" / "conv_mowe"))
+    hypotheses = {}
+    results = folder / "mowe" / "conv_mowe" / "test_results" / "test" / "hypotheses.jsonl"
+    for line in results.read_text().splitlines():
+        record = json.loads(line)
+        hypotheses[record["id"]] = record["hypothesis"]
+    shortcuts = {
+        "asr": model.transcribe_file,
+        "ast": model.translate_file,
+        "er": model.classify_emotion_file,
+        "aac": model.caption_file,
+    }
+    for task, shortcut in shortcuts.items():
+        for row in _rows(folder, task, "test")[:3]:
+            path = row["wav"].replace("$data_root", str(folder / "corpus"))
+            assert shortcut(path) == hypotheses[row["ID"]]
+
+
+def test_compare_trains_both_families_with_the_same_budget(compared):
+    experiment, results = compared
+    assert list(results) == ["conv_mowe", "conv_base_only"]
+    for family, result in results.items():
+        assert set(result["metrics"]) == {
+            "asr/WER", "asr/CER", "ast/BLEU", "er/WA", "er/UA", "aac/CIDEr_D", "aac/BLEU_4"
+        }  # fmt: skip
+        log = (experiment / family / "train_log.txt").read_text()
+        assert log.count("epoch: ") == 1
+        assert (experiment / family / "inference.yaml").is_file()
+    # Only MoWE has weak encoders, a router and routing statistics.
+    mowe, base = results["conv_mowe"], results["conv_base_only"]
+    assert mowe["trainable_parameters"] > base["trainable_parameters"]
+    assert set(mowe["routing"]) == {"asr", "ast", "er", "aac"} and not base["routing"]
+
+
+def test_compare_report_is_saved(compared):
+    experiment, results = compared
+    report = (experiment / "comparison.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| ")]
+    assert table[0] == "| task | metric | conv_mowe | conv_base_only | chance |"
+    wer = next(line for line in table if line.startswith("| asr | WER"))
+    assert f"{results['conv_mowe']['metrics']['asr/WER']:.2f}" in wer
+    er = next(line for line in table if line.startswith("| er | accuracy"))
+    assert er.endswith("| 25.00 |")
+    assert "Weak encoders chosen per task (conv_mowe, test split):" in report
+    assert "Total wall time:" in report
+    saved = json.loads((experiment / "comparison.json").read_text())
+    assert saved["results"]["conv_mowe"]["metrics"] == results["conv_mowe"]["metrics"]
