@@ -13,6 +13,7 @@ The character error rate of the greedy CTC output on the validation clips is
 logged and kept next to the encoder, as a measure of how good the base is.
 """
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -118,8 +119,8 @@ def pretrain_base_encoder(
 ) -> Path:
     """Trains ``encoder`` with CTC on the ASR manifests and saves it.
 
-    A second call with the same options returns the saved encoder at once;
-    other options train again.
+    A second call with the same options and training manifest returns the
+    saved encoder at once; other options, or another manifest, train again.
 
     Arguments
     ---------
@@ -148,6 +149,9 @@ def pretrain_base_encoder(
     path = folder / "encoder.ckpt"
     options = {
         "train_manifest": str(train_manifest),
+        # The manifest's contents, so that a corpus made again with other
+        # options (same file name) trains a new encoder.
+        "train_manifest_sha1": hashlib.sha1(Path(train_manifest).read_bytes()).hexdigest(),
         "encoder": {"name": encoder["name"], "config": dict(encoder.get("config") or {})},
         "number_of_epochs": number_of_epochs,
         "lr": lr,

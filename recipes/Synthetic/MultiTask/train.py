@@ -18,6 +18,7 @@ To run (a few minutes on a laptop CPU)::
 """
 
 import csv
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -35,18 +36,23 @@ from synthetic_prepare import corpus_texts, prepare_synthetic  # noqa: E402
 def make_llm(hparams):
     """A small random LLM whose tokenizer is trained on the corpus's lexicon
     and its training answers and instructions (so that most words are one
-    token), built once per experiment; its options are kept next to it."""
-    folder = Path(hparams["llm_folder"])
-    options = {**hparams["llm_config"], "tasks": list(hparams["tasks"]), "seed": hparams["seed"]}
-    record = folder / "llm_options.json"
-    if record.is_file() and json.loads(record.read_text()) == options:
-        return
+    token), built once per experiment: it is made again only when its
+    configuration or those texts change."""
     texts = corpus_texts(tasks=hparams["tasks"])
     for manifest in hparams["train_data"].values():
         with open(manifest, newline="", encoding="utf-8") as f:
             texts += [
                 text for row in csv.DictReader(f) for text in (row["answer"], row["instruction"])
             ]
+    options = {
+        **hparams["llm_config"],
+        "seed": hparams["seed"],
+        "texts_sha1": hashlib.sha1("\n".join(texts).encode()).hexdigest(),
+    }
+    folder = Path(hparams["llm_folder"])
+    record = folder / "llm_options.json"
+    if record.is_file() and json.loads(record.read_text()) == options:
+        return
     make_tiny_llm(folder, corpus=texts, seed=hparams["seed"], **hparams["llm_config"])
     record.write_text(json.dumps(options, indent=2) + "\n")
 
