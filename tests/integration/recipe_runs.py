@@ -67,6 +67,19 @@ def load_train_script(relative: str):
     return module
 
 
+def multitask_arguments(corpora: dict) -> list:
+    """The MultiTask recipe's data arguments for :func:`make_corpora`'s corpora."""
+    return [
+        f"--librispeech_folder={corpora['librispeech']}",
+        "--librispeech_train=[train-clean-100]",
+        f"--covost_folder={corpora['covost']}",
+        f"--iemocap_folder={corpora['iemocap']}",
+        "--iemocap_fold=2",
+        f"--clotho_folder={corpora['clotho']}",
+        "--num_samples=12",
+    ]
+
+
 def make_corpora(root: Path) -> dict:
     """All four fixture corpora under ``root``; returns each one's data folder."""
     covost = make_common_voice(root / "cv", "en", COVOST_CLIPS)

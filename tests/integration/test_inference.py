@@ -15,7 +15,12 @@ from speechbrain.utils.data_utils import batch_pad_right
 from speechbrain.utils.parameter_transfer import Pretrainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recipe_runs import load_train_script, make_corpora, tiny_overrides  # noqa: E402
+from recipe_runs import (  # noqa: E402
+    load_train_script,
+    make_corpora,
+    multitask_arguments,
+    tiny_overrides,
+)
 
 import speechbrain_mowe.inference as inference  # noqa: E402
 from speechbrain_mowe.cli import main  # noqa: E402
@@ -40,15 +45,7 @@ def run(tmp_path_factory, whisper_dir, llama_dir):
     corpora = make_corpora(root / "corpora")
     script = load_train_script("MultiTask/train.py")
     argv = [str(Path(script.__file__).parent / "hparams" / "mowe.yaml")]
-    argv += [
-        f"--librispeech_folder={corpora['librispeech']}",
-        "--librispeech_train=[train-clean-100]",
-        f"--covost_folder={corpora['covost']}",
-        f"--iemocap_folder={corpora['iemocap']}",
-        "--iemocap_fold=2",
-        f"--clotho_folder={corpora['clotho']}",
-        "--num_samples=12",
-    ]
+    argv += multitask_arguments(corpora)
     script.main(argv + tiny_overrides(root / "out", whisper_dir, llama_dir))
     return root / "out", corpora
 

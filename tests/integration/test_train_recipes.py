@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recipe_runs import load_train_script, make_corpora, read_metrics, tiny_overrides  # noqa: E402
+from recipe_runs import (  # noqa: E402
+    load_train_script,
+    make_corpora,
+    multitask_arguments,
+    read_metrics,
+    tiny_overrides,
+)
 
 YAML = "hparams/mowe.yaml"
 
@@ -102,15 +108,7 @@ def test_multitask_reports_all_four_metrics(tmp_path, corpora, whisper_dir, llam
         tmp_path,
         whisper_dir,
         llama_dir,
-        [
-            f"--librispeech_folder={corpora['librispeech']}",
-            "--librispeech_train=[train-clean-100]",
-            f"--covost_folder={corpora['covost']}",
-            f"--iemocap_folder={corpora['iemocap']}",
-            "--iemocap_fold=2",
-            f"--clotho_folder={corpora['clotho']}",
-            "--num_samples=12",
-        ],
+        multitask_arguments(corpora),
     )
     asr = read_metrics(out, "librispeech")
     assert asr.keys() >= {"librispeech/asr/WER", "routing/asr"}
