@@ -27,6 +27,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train  # noqa: E402
+from synthetic_prepare import SEX_LABELS  # noqa: E402  (importable once train is)
 
 #: (task, metric, how it reads): the metric each task is compared on.
 METRICS = [
@@ -102,7 +103,7 @@ def main(argv):
         began = time.time()
         brain = train.main(others + [f"--model_family={family}"])
         results[family] = family_summary(brain, time.time() - began)
-    labels = {"er": settings["emotion_labels"], "speaker_sex": ["man", "woman"]}
+    labels = {"er": settings["emotion_labels"], "speaker_sex": SEX_LABELS}
     chance = {task: 100.0 / len(names) for task, names in labels.items()}
 
     lines = ["# MoWE vs base-only on the synthetic tasks (test split)", ""]
