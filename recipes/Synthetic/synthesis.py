@@ -27,7 +27,6 @@ Sound scenes
 
 import _ctypes
 import ctypes
-import functools
 import itertools
 import math
 import os
@@ -38,9 +37,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import espeakng_loader
 import numpy as np
 import torch
-import torchaudio
 
 from speechbrain_mowe.dataio import SAMPLE_RATE
+from speechbrain_mowe.dataio.audio import resampler
 
 # --- Sentences ---------------------------------------------------------------
 
@@ -464,13 +463,7 @@ def speak(text: str, voice: Voice, seed: int = 0) -> torch.Tensor:
     if status != 0:
         raise RuntimeError(f"eSpeak NG could not synthesize {text!r} (error {status})")
     wav = torch.from_numpy(np.concatenate(chunks).astype(np.float32) / 32768)
-    return _resampler()(wav)
-
-
-@functools.lru_cache(maxsize=1)
-def _resampler() -> torchaudio.transforms.Resample:
-    # Holds the sinc kernel, which depends only on the two rates.
-    return torchaudio.transforms.Resample(ESPEAK_SAMPLE_RATE, SAMPLE_RATE)
+    return resampler(ESPEAK_SAMPLE_RATE, SAMPLE_RATE)(wav)
 
 
 def limit_peak(wav: torch.Tensor, peak: float = MAX_PEAK) -> torch.Tensor:

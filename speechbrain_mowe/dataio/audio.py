@@ -164,7 +164,7 @@ def load_audio(
         _announce(path, file_rate, channels, sample_rate)
     wav = wav.mean(dim=1)
     if file_rate != sample_rate:
-        wav = _resampler(file_rate, sample_rate)(wav)
+        wav = resampler(file_rate, sample_rate)(wav)
     return wav
 
 
@@ -228,6 +228,7 @@ def _announce(path, file_rate, channels, sample_rate):
 
 
 @functools.lru_cache(maxsize=16)
-def _resampler(orig_freq: int, new_freq: int) -> torchaudio.transforms.Resample:
-    # The sinc kernel depends only on the two rates: build it once per pair.
+def resampler(orig_freq: int, new_freq: int) -> torchaudio.transforms.Resample:
+    """A resampler from ``orig_freq`` to ``new_freq``, built once per pair of rates
+    (its sinc kernel depends only on them)."""
     return torchaudio.transforms.Resample(orig_freq, new_freq)

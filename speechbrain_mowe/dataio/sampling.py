@@ -23,14 +23,11 @@ the sampler it holds as ``train_sampler``; without it every epoch repeats the
 first one.
 """
 
-import logging
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
-
-logger = logging.getLogger(__name__)
 
 
 class WeightedMixtureSampler(Sampler):
