@@ -28,7 +28,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataset import DynamicItemDataset
-from speechbrain.utils.distributed import ddp_init_group
+from speechbrain.utils.distributed import ddp_init_group, is_distributed_initialized
 
 from speechbrain_mowe.dataio import (
     DurationBatchSampler,
@@ -117,12 +117,14 @@ def load_family(name: str, sources: Optional[Mapping[str, str]] = None, **settin
         ) from None
 
 
-def setup_experiment(argv: Sequence[str]) -> Tuple[Dict, Dict, str]:
+def setup_experiment(
+    argv: Sequence[str], folder_key: str = "output_folder"
+) -> Tuple[Dict, Dict, str]:
     """Parses a recipe's command line, loads its YAML and prepares the run.
 
-    Initialises DDP when launched by ``torchrun`` and creates the experiment
-    folder (with a copy of the YAML and the overrides), as SpeechBrain
-    recipes do.
+    Initialises DDP when launched by ``torchrun`` (once per process) and
+    creates the experiment folder ``hparams[folder_key]`` (with a copy of the
+    YAML and the overrides), as SpeechBrain recipes do.
 
     Returns
     -------
@@ -133,7 +135,8 @@ def setup_experiment(argv: Sequence[str]) -> Tuple[Dict, Dict, str]:
     hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
     if not Path(hparams_file).is_file():
         raise FileNotFoundError(f"Hyperparameter file {hparams_file} does not exist")
-    ddp_init_group(run_opts)
+    if not is_distributed_initialized():
+        ddp_init_group(run_opts)
     with open(hparams_file) as f:
         try:
             hparams = load_hyperpyyaml(f, overrides)
@@ -145,7 +148,7 @@ def setup_experiment(argv: Sequence[str]) -> Tuple[Dict, Dict, str]:
                 ) from None
             raise
     sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
+        experiment_directory=hparams[folder_key],
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import run_on_main
+
+from speechbrain_mowe.experiment import setup_experiment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train  # noqa: E402
@@ -86,22 +87,15 @@ def comparison_table(results: Dict[str, Dict], chance: Dict[str, float]) -> List
 def main(argv):
     """Trains each family of ``compare_families`` and compares them."""
     start = time.time()
-    hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
-    with open(hparams_file) as f:
-        settings = load_hyperpyyaml(f, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=settings["experiment_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    settings, run_opts, _ = setup_experiment(argv, folder_key="experiment_folder")
     # The corpus, base encoder and LLM the families share are made once, first.
-    train.prepare_experiment(settings, run_opts)
+    run_on_main(train.prepare_experiment, args=[settings, run_opts])
     prepared = time.time() - start
     others = [arg for arg in argv if not arg.startswith("--model_family")]
     results = {}
     for family in settings["compare_families"]:
         began = time.time()
-        brain = train.main(others + [f"--model_family={family}"])
+        brain = train.main(others + [f"--model_family={family}"], prepare=False)
         results[family] = family_summary(brain, time.time() - began)
     labels = {"er": settings["emotion_labels"], "speaker_sex": SEX_LABELS}
     chance = {task: 100.0 / len(names) for task, names in labels.items()}

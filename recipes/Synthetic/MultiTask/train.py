@@ -82,10 +82,12 @@ def prepare_experiment(hparams, run_opts):
     make_llm(hparams)
 
 
-def main(argv):
-    """Prepares what the model needs, trains it and tests it."""
+def main(argv, prepare: bool = True):
+    """Prepares what the model needs (unless ``prepare`` is False: a caller
+    did it), trains it and tests it."""
     hparams, run_opts, _ = setup_experiment(argv)
-    run_on_main(prepare_experiment, args=[hparams, run_opts])
+    if prepare:
+        run_on_main(prepare_experiment, args=[hparams, run_opts])
     return train_and_evaluate(hparams, run_opts)
 
 
