@@ -22,7 +22,7 @@ KeyError: "Unknown scorer 'kws'. Valid names: aac, asr, ast, er..."
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Set, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from speechbrain_mowe.registry import Registry
 
@@ -38,6 +38,7 @@ class Scorer(ABC):
     def __init__(self):
         self.ids: List[str] = []
         self._seen: Set[str] = set()
+        self._summary: Optional[Tuple[int, Dict[str, Any]]] = None
 
     def append(self, ids: Sequence[str], hypotheses: Sequence, references: Sequence) -> None:
         """Adds a batch; every id must be new.
@@ -67,10 +68,13 @@ class Scorer(ABC):
         self._seen.update(ids)
 
     def summarize(self) -> Dict[str, Any]:
-        """The scores of everything appended so far."""
+        """The scores of everything appended so far (computed once per count of
+        examples: logging, the summary lines and the result files share them)."""
         if not self.ids:
             raise ValueError(f"{type(self).__name__}: nothing was appended, nothing to score")
-        return self._summarize()
+        if self._summary is None or self._summary[0] != len(self.ids):
+            self._summary = (len(self.ids), self._summarize())
+        return dict(self._summary[1])
 
     def write(self, path_prefix: Union[str, Path]) -> List[Path]:
         """Writes :meth:`summary_lines` to ``<path_prefix>_scores.txt``.
