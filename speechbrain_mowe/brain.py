@@ -41,6 +41,7 @@ from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, registe
 from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
 
 from speechbrain_mowe.dataio import DurationBatchSampler, EmptyBatch, SkippedClips
+from speechbrain_mowe.experiment import MODEL_PARTS
 from speechbrain_mowe.feature_cache import FeatureCache
 from speechbrain_mowe.lobes.audio_llm import AudioLLMOutput, answer_token_losses
 from speechbrain_mowe.lobes.mowe import MoWEOutput
@@ -68,6 +69,17 @@ def expert_shares(experts: Sequence[str], counts: Sequence[float]) -> str:
     """
     total = sum(counts)
     return " ".join(f"{name} {100 * n / total:.0f}%" for name, n in zip(experts, counts))
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> None:
+    """Sums a CPU ``tensor`` over the DDP ranks, in place; through the GPU
+    when the backend is NCCL, which reduces CUDA tensors only."""
+    if torch.distributed.get_backend() == "nccl":
+        on_gpu = tensor.cuda()
+        torch.distributed.all_reduce(on_gpu)
+        tensor.copy_(on_gpu.cpu())
+    else:
+        torch.distributed.all_reduce(tensor)
 
 
 class EpochTally:
@@ -121,7 +133,7 @@ class EpochTally:
             return
         counts = torch.tensor([float(self.nonfinite), float(self.skipped.count)])
         for tensor in (self.loss_sums, self.tokens, self.routes, counts):
-            torch.distributed.all_reduce(tensor)
+            all_reduce_sum(tensor)
         self.nonfinite = int(counts[0])
         gathered = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(gathered, dict(self.skipped.reasons))
@@ -326,11 +338,10 @@ class MoWEBrain(sb.Brain):
         self, stage, wavs, wav_lens, task_ids, prefix, suffix, answer, base_output=None
     ) -> Predictions:
         # Evaluation bypasses the DDP wrappers: ranks need not run it in step.
-        names = ("mowe_encoder", "projector", "llm")
         if stage == sb.Stage.TRAIN:
-            mowe, projector, llm = (self.modules[name] for name in names)
+            mowe, projector, llm = (self.modules[name] for name in MODEL_PARTS)
         else:
-            mowe, projector, llm = (self._unwrapped(name) for name in names)
+            mowe, projector, llm = (self._unwrapped(name) for name in MODEL_PARTS)
         encoded, audio, audio_lens = encode_audio(
             mowe, projector, wavs, wav_lens, task_ids, base_output
         )
@@ -413,7 +424,7 @@ class MoWEBrain(sb.Brain):
         the gradients."""
         finite = torch.tensor(float(self.finite_in_window))
         if is_distributed_initialized():
-            torch.distributed.all_reduce(finite)
+            all_reduce_sum(finite)
         self.finite_in_window = 0
         if finite > 0:
             self.optimizers_step()
@@ -440,7 +451,8 @@ class MoWEBrain(sb.Brain):
     def check_gradients(self):
         """Drops every gradient (so the step changes nothing) if any is non-finite."""
         params = [p for p in self.modules.parameters() if p.grad is not None]
-        if params and not all(torch.isfinite(p.grad).all() for p in params):
+        # One device-to-host synchronisation, not one per parameter.
+        if params and not bool(torch.stack([torch.isfinite(p.grad).all() for p in params]).all()):
             logger.warning("Non-finite gradients; the optimizer step is skipped")
             if if_main_process():  # every rank sees the same reduced gradients
                 self.tally.nonfinite += 1
@@ -481,7 +493,7 @@ class MoWEBrain(sb.Brain):
                     batch.suffix,
                     **self.decoding_options(),
                 )
-        sums, counts = self._ce
+        sums, counts = (values.tolist() for values in self._ce)
         routing = predictions.encoder.routing
         experts = routing.experts.tolist() if routing is not None else [[]] * len(batch.id)
         languages = getattr(batch, "target_language", [""] * len(batch.id))
@@ -495,8 +507,8 @@ class MoWEBrain(sb.Brain):
                     "answer": batch.answer[i],
                     "references": list(batch.references[i]) or [batch.answer[i]],
                     "target_language": languages[i],
-                    "loss_sum": float(sums[i]),
-                    "tokens": int(counts[i]),
+                    "loss_sum": sums[i],
+                    "tokens": counts[i],
                     "experts": experts[i],
                 }
             )
@@ -596,16 +608,15 @@ class MoWEBrain(sb.Brain):
         """``{"routing/<task>": shares}``: how often each weak encoder was
         chosen for each task's examples (empty without a router)."""
         names = self.tally.experts
-        stats = {}
-        for task in self.hparams.tasks:
-            counts = [0] * len(names)
-            for record in records:
-                if record["task"] == task:
-                    for expert in record["experts"]:
-                        counts[expert] += 1
-            if sum(counts):
-                stats[f"routing/{task}"] = expert_shares(names, counts)
-        return stats
+        counts = {task: [0] * len(names) for task in self.hparams.tasks}
+        for record in records:
+            for expert in record["experts"]:
+                counts[record["task"]][expert] += 1
+        return {
+            f"routing/{task}": expert_shares(names, chosen)
+            for task, chosen in counts.items()
+            if sum(chosen)
+        }
 
     def write_results(self, name: str, stats: Dict, scorers: Dict, records: List[Dict]):
         """``metrics.json``, ``results.txt`` (readable, with metric notes and routing),
