@@ -91,7 +91,6 @@ from synthesis import (
 from tqdm import tqdm
 
 from speechbrain_mowe.dataio import (
-    LANGUAGE_NAMES,
     SAMPLE_RATE,
     TASKS,
     Preparation,
@@ -285,10 +284,7 @@ def corpus_texts(tasks: Sequence[str] = DEFAULT_TASKS) -> List[str]:
     if "speaker_sex" in tasks:
         texts.append(" ".join(SEX_LABELS))
     for name in tasks:
-        task = TASKS[name]
-        fields = _instruction_fields(name)
-        fields.update({k: LANGUAGE_NAMES[v] for k, v in fields.items() if k.endswith("_language")})
-        texts.extend(t.format(**fields) for t in (*task.instructions, task.eval_instruction))
+        texts.extend(TASKS[name].all_instructions(**_instruction_fields(name)))
     return list(dict.fromkeys(texts))
 
 

@@ -99,13 +99,22 @@ class Task:
         Language codes given as ``source_language`` / ``target_language`` are
         written as language names.
         """
+        template = self.eval_instruction if rng is None else rng.choice(self.instructions)
+        return self._fill(template, values)
+
+    def all_instructions(self, **values) -> Tuple[str, ...]:
+        """Every training paraphrase, then the evaluation instruction, filled
+        as :meth:`instruction` fills them (e.g. to train a tokenizer on them)."""
+        return tuple(self._fill(t, values) for t in (*self.instructions, self.eval_instruction))
+
+    def _fill(self, template: str, values: Dict[str, str]) -> str:
         missing = [name for name in self.fields if name not in values]
         if missing:
             raise KeyError(f"Task '{self.name}' needs values for {missing}")
-        for key in ("source_language", "target_language"):
-            if key in values:
-                values[key] = LANGUAGE_NAMES.get(values[key], values[key])
-        template = self.eval_instruction if rng is None else rng.choice(self.instructions)
+        values = {
+            key: LANGUAGE_NAMES.get(value, value) if key.endswith("_language") else value
+            for key, value in values.items()
+        }
         return template.format(**values)
 
 
