@@ -136,7 +136,7 @@ def read_answered(path: Path) -> Set[str]:
 def _answer_batch(model, batch: Sequence[Request], long_audio: Optional[str]) -> List[Dict]:
     """One record per request: its answer, or why its audio could not be used."""
     from speechbrain_mowe.dataio import AudioError
-    from speechbrain_mowe.inference import CHUNK_JOINS, LongAudioError, join_texts
+    from speechbrain_mowe.inference import LongAudioError, chunk_join
 
     records, answered, clips, joins = [], [], [], []
     for request in batch:
@@ -152,8 +152,7 @@ def _answer_batch(model, batch: Sequence[Request], long_audio: Optional[str]) ->
         )
         answered.append(records[-1])
         # Free-form answers of a long file's pieces are joined with a space.
-        free_form = request.instruction is not None
-        joins.append(join_texts if free_form else CHUNK_JOINS.get(request.task, join_texts))
+        joins.append(chunk_join(None if request.instruction is not None else request.task))
     tasks = [record["task"] for record in answered]
     answers = model.generate_clips(
         clips,

@@ -154,6 +154,18 @@ CHUNK_JOINS: Dict[str, Join] = {
 }
 
 
+def chunk_join(task: Optional[str]) -> Join:
+    """How the pieces' answers of a long file are joined for ``task`` (None:
+    a free-form instruction).
+
+    Example
+    -------
+    >>> chunk_join("aac")(["a dog barks", "rain"], [30.0, 10.0])
+    'a dog barks; rain'
+    """
+    return CHUNK_JOINS.get(task, join_texts)
+
+
 def _per_example(values, count: int, name: str) -> List:
     """``values`` as a list of ``count`` (a single string is repeated)."""
     if isinstance(values, str):
@@ -498,8 +510,7 @@ class MoWEAudioLLM(Pretrained):
         """
         instruction = self.instruction(task)
         pieces = self.load_pieces(path, long_audio)
-        join = CHUNK_JOINS.get(task, join_texts)
-        return self.generate_clips([pieces], [instruction], [task], [join])[0]
+        return self.generate_clips([pieces], [instruction], [task], [chunk_join(task)])[0]
 
     def transcribe_file(self, path, long_audio: Optional[str] = None) -> str:
         """Transcribes speech (``asr``)."""
