@@ -101,19 +101,22 @@ class FeatureCache:
         self.misses = 0
         logger.info("Caching %s features in %s", type(encoder).__name__, self.folder)
 
-    def _path(self, utt_id: str) -> Path:
-        safe = hashlib.sha1(utt_id.encode()).hexdigest()[:20]
-        # Features computed under autocast differ from float32 ones: kept apart.
+    def _precision_folder(self) -> Path:
+        """Features computed under autocast differ from float32 ones: kept apart."""
         device = "cuda" if torch.cuda.is_available() else "cpu"
         precision = (
             str(torch.get_autocast_dtype(device)).replace("torch.", "")
             if torch.is_autocast_enabled(device)
             else "fp32"
         )
-        return self.folder / precision / safe[:2] / f"{safe}.pt"
+        return self.folder / precision
 
-    def _read(self, utt_id: str, num_samples: int, checksum: float):
-        path = self._path(utt_id)
+    @staticmethod
+    def _path(folder: Path, utt_id: str) -> Path:
+        safe = hashlib.sha1(utt_id.encode()).hexdigest()[:20]
+        return folder / safe[:2] / f"{safe}.pt"
+
+    def _read(self, path: Path, utt_id: str, num_samples: int, checksum: float):
         if not path.exists():
             return None
         entry = torch.load(path, map_location="cpu", weights_only=True)
@@ -125,8 +128,7 @@ class FeatureCache:
             return None
         return entry["feats"]
 
-    def _write(self, utt_id: str, num_samples: int, checksum: float, feats: torch.Tensor):
-        path = self._path(utt_id)
+    def _write(self, path: Path, utt_id: str, num_samples: int, checksum: float, feats):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         entry = {"id": utt_id, "num_samples": num_samples, "checksum": checksum, "feats": feats}
@@ -142,7 +144,9 @@ class FeatureCache:
         """
         num_samples = to_absolute(wav_lens, wavs.shape[1]).tolist()
         checksums = [_checksum(wav[:n]) for wav, n in zip(wavs, num_samples)]
-        found = [self._read(i, n, c) for i, n, c in zip(ids, num_samples, checksums)]
+        folder = self._precision_folder()
+        paths = [self._path(folder, utt_id) for utt_id in ids]
+        found = [self._read(*entry) for entry in zip(paths, ids, num_samples, checksums)]
         missing = [row for row, feats in enumerate(found) if feats is None]
         self.hits += len(ids) - len(missing)
         self.misses += len(missing)
@@ -156,7 +160,7 @@ class FeatureCache:
             for k, row in enumerate(missing):
                 stored = feats[k, : frames[k]].cpu()
                 stored = stored.to(self.dtype) if self.dtype is not None else stored.clone()
-                self._write(ids[row], num_samples[row], checksums[row], stored)
+                self._write(paths[row], ids[row], num_samples[row], checksums[row], stored)
                 found[row] = stored
         batch, lens = batch_pad_right(found)
         return batch.to(device=wavs.device, dtype=self.output_dtype), lens.to(wavs.device)
