@@ -136,7 +136,7 @@ def read_answered(path: Path) -> Set[str]:
 def _answer_batch(model, batch: Sequence[Request], long_audio: Optional[str]) -> List[Dict]:
     """One record per request: its answer, or why its audio could not be used."""
     from speechbrain_mowe.dataio import AudioError
-    from speechbrain_mowe.inference import LongAudioError, chunk_join
+    from speechbrain_mowe.inference import LongAudioError
 
     records, answered, clips, joins = [], [], [], []
     for request in batch:
@@ -152,7 +152,7 @@ def _answer_batch(model, batch: Sequence[Request], long_audio: Optional[str]) ->
         )
         answered.append(records[-1])
         # Free-form answers of a long file's pieces are joined with a space.
-        joins.append(chunk_join(None if request.instruction is not None else request.task))
+        joins.append(model.join(None if request.instruction is not None else request.task))
     tasks = [record["task"] for record in answered]
     answers = model.generate_clips(
         clips,
@@ -167,11 +167,11 @@ def _answer_batch(model, batch: Sequence[Request], long_audio: Optional[str]) ->
 
 def _load_model(args, parser):
     """The model, or an exit with the reason it cannot answer (no traceback)."""
-    from speechbrain_mowe.inference import MoWEAudioLLM
+    from speechbrain_mowe.inference import PretrainedAudioLLM
 
     try:
         run_opts = {"device": args.device} if args.device else None
-        model = MoWEAudioLLM.from_hparams(source=args.model, run_opts=run_opts)
+        model = PretrainedAudioLLM.from_hparams(source=args.model, run_opts=run_opts)
         if args.task and not args.instruction:
             model.instruction(args.task)  # an untrained task fails before any work
     except (FileNotFoundError, ValueError) as err:

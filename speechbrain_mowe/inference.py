@@ -1,12 +1,12 @@
 """Answering questions about audio with a trained MoWE audio LLM.
 
-:class:`MoWEAudioLLM` loads the folder that training leaves in its
-``output_folder`` (``inference.yaml`` and three ``.ckpt`` files, see
-:mod:`speechbrain_mowe.export`) and runs the lobe chain of
-:class:`~speechbrain_mowe.brain.MoWEBrain`: MoWE encoder, projector, then
-batched generation. An example's answer does not depend on the rest of its
-batch, so batched and one-at-a-time answers are the same, and the answers to
-the test sets are those the trainer wrote.
+:class:`PretrainedAudioLLM` loads the folder that training leaves in its
+``output_folder`` (``inference.yaml`` and ``model.ckpt``, see
+:mod:`speechbrain_mowe.export`) and answers with its
+:class:`~speechbrain_mowe.model.MoWEAudioLLM`, the model the trainer tested.
+An example's answer does not depend on the rest of its batch, so batched and
+one-at-a-time answers are the same, and the answers to the test sets are
+those the trainer wrote. Nothing here imports the training code.
 
 Long audio
 ----------
@@ -17,36 +17,33 @@ in pieces (``long_audio="chunk"``): the audio is cut into consecutive pieces
 no longer than the window, each cut at the quietest 20 ms frame of the last
 fifth of its window so that words are not cut in two
 (:func:`chunk_boundaries`); all pieces are answered in one batch and their
-answers joined per task (:data:`CHUNK_JOINS`): transcripts and translations
-with a space, captions with ``"; "``, and for emotions the answer that covers
-the most seconds. Nothing is ever truncated silently.
+answers joined the way the task says (:attr:`speechbrain_mowe.tasks.Task.join`):
+transcripts and translations with a space, captions with ``"; "``, and for
+emotions the answer that covers the most seconds. Nothing is ever truncated
+silently.
 """
 
 import functools
 import os
-from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from ruamel.yaml import YAML
 from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.data_utils import batch_pad_right
 
-from speechbrain_mowe.brain import encode_audio, generate_answers
 from speechbrain_mowe.dataio import SAMPLE_RATE, load_audio
-from speechbrain_mowe.experiment import MODEL_PARTS
-from speechbrain_mowe.export import INFERENCE_YAML
+from speechbrain_mowe.export import FOLDER_FORMAT, INFERENCE_YAML, MODEL_CHECKPOINT
+from speechbrain_mowe.lobes.encoders import LONG_AUDIO_MODES
 from speechbrain_mowe.lobes.routers import DataIndependentRouter
+from speechbrain_mowe.model import Decoding
+from speechbrain_mowe.tasks import TASKS, join_answers
 
-LONG_AUDIO_MODES = ("refuse", "chunk")
 #: Samples of the frames whose energy places a cut (20 ms).
 CUT_FRAME = 320
 #: Share of the window, at its end, in which a cut is placed.
 CUT_SEARCH = 0.2
-
-#: Joins the answers of a long file's pieces, given each piece's seconds.
-Join = Callable[[Sequence[str], Sequence[float]], str]
 
 
 class LongAudioError(ValueError):
@@ -117,55 +114,6 @@ def chunk_boundaries(
     return bounds
 
 
-def join_texts(answers: Sequence[str], seconds: Sequence[float], separator: str = " ") -> str:
-    """The non-empty answers in order, with ``separator`` between them.
-
-    Example
-    -------
-    >>> join_texts(["hello there", "", "how are you"], [30.0, 30.0, 10.0])
-    'hello there how are you'
-    """
-    del seconds
-    return separator.join(answer for answer in answers if answer)
-
-
-def longest_label(answers: Sequence[str], seconds: Sequence[float]) -> str:
-    """The non-empty answer given for the most seconds in total (the first on ties).
-
-    Example
-    -------
-    >>> longest_label(["happy", "sad", "happy"], [10.0, 20.0, 15.0])
-    'happy'
-    """
-    totals = defaultdict(float)
-    for answer, duration in zip(answers, seconds):
-        if answer:
-            totals[answer] += duration
-    return max(totals, key=totals.get, default="")
-
-
-#: How each task joins the answers of a long file's pieces; other tasks and
-#: free-form instructions use :func:`join_texts`.
-CHUNK_JOINS: Dict[str, Join] = {
-    "asr": join_texts,
-    "ast": join_texts,
-    "aac": functools.partial(join_texts, separator="; "),
-    "er": longest_label,
-}
-
-
-def chunk_join(task: Optional[str]) -> Join:
-    """How the pieces' answers of a long file are joined for ``task`` (None:
-    a free-form instruction).
-
-    Example
-    -------
-    >>> chunk_join("aac")(["a dog barks", "rain"], [30.0, 10.0])
-    'a dog barks; rain'
-    """
-    return CHUNK_JOINS.get(task, join_texts)
-
-
 def _per_example(values, count: int, name: str) -> List:
     """``values`` as a list of ``count`` (a single string is repeated)."""
     if isinstance(values, str):
@@ -195,20 +143,29 @@ def _local_folder(source) -> Optional[Path]:
 
 
 def _check_folder(folder: Path, hparams_file: str, overrides) -> None:
-    """Clear errors for a folder that lacks files or names missing sources."""
+    """Clear errors for a folder that lacks files, has another layout, or
+    names missing sources."""
     yaml_path = folder / hparams_file
     if not yaml_path.is_file():
         raise FileNotFoundError(
-            f"'{folder}' has no {hparams_file}. Training writes it, with the model's .ckpt "
-            "files, into its output_folder once the test sets are scored "
-            "(speechbrain_mowe.experiment.train_and_evaluate); is this the folder of a "
+            f"'{folder}' has no {hparams_file}. Training writes it, with {MODEL_CHECKPOINT}, "
+            "into its output_folder once the test sets are scored "
+            "(speechbrain_mowe.training.train_and_evaluate); is this the folder of a "
             "finished run?"
         )
-    missing = [f"{name}.ckpt" for name in MODEL_PARTS if not (folder / f"{name}.ckpt").is_file()]
-    if missing:
-        raise FileNotFoundError(f"'{folder}' lacks {', '.join(missing)} next to {hparams_file}")
     with open(yaml_path, encoding="utf-8") as f:
-        sources = dict(YAML().load(f).get("model_sources") or {})
+        settings = YAML().load(f) or {}
+    found = settings.get("format")
+    if found != FOLDER_FORMAT:
+        raise ValueError(
+            f"'{folder}' holds an inference folder of layout {found or 1} (mowe_encoder.ckpt, "
+            f"projector.ckpt, llm.ckpt), written by an earlier speechbrain-mowe; this version "
+            f"reads layout {FOLDER_FORMAT} ({MODEL_CHECKPOINT}). Train again, or load it with "
+            "the version that wrote it"
+        )
+    if not (folder / MODEL_CHECKPOINT).is_file():
+        raise FileNotFoundError(f"'{folder}' lacks {MODEL_CHECKPOINT} next to {hparams_file}")
+    sources = dict(settings.get("model_sources") or {})
     if isinstance(overrides, dict):
         sources.update(overrides.get("model_sources") or {})
     for key, value in sources.items():
@@ -219,16 +176,22 @@ def _check_folder(folder: Path, hparams_file: str, overrides) -> None:
             )
 
 
-class MoWEAudioLLM(Pretrained):
+class PretrainedAudioLLM(Pretrained):
     """A trained MoWE audio LLM that answers instructions about audio.
 
     Load the folder a training run wrote with :meth:`from_hparams`. The
     hyperparameters it reads (see :mod:`speechbrain_mowe.export`): ``tasks``
-    (the router's task ids), ``instructions`` (the evaluation instruction of
-    each task it was tested on), ``max_new_tokens``, ``num_beams``,
-    ``max_audio_seconds`` and ``long_audio``; ``precision`` sets the
-    autocast of inference (``run_opts={"precision": ...}`` overrides it, as
+    (the router's task ids), ``answers`` (per tested task: the evaluation
+    instruction, how a long file's answers join, the shortcut's name),
+    ``max_new_tokens``, ``num_beams``, ``max_audio_seconds`` and
+    ``long_audio``; ``precision`` sets the autocast of inference
+    (``run_opts={"precision": ...}`` overrides it, as
     ``run_opts={"device": "cuda"}`` picks the device).
+
+    Each tested task has a shortcut answering a file with the instruction it
+    was tested with: ``transcribe_file`` (asr), ``translate_file`` (ast),
+    ``classify_emotion_file`` (er), ``caption_file`` (aac), and those of the
+    tasks a recipe registered (:attr:`speechbrain_mowe.tasks.Task.shortcut`).
 
     Arguments
     ---------
@@ -239,19 +202,17 @@ class MoWEAudioLLM(Pretrained):
     -------
     >>> import tempfile
     >>> from speechbrain_mowe.dataio import save_audio
-    >>> from speechbrain_mowe.experiment import load_family
     >>> from speechbrain_mowe.export import write_inference_folder
+    >>> from speechbrain_mowe.families import load_family
     >>> from speechbrain_mowe.tiny import make_tiny_llm, make_tiny_whisper
     >>> tmp = Path(tempfile.mkdtemp())
     >>> sources = {"whisper_source": make_tiny_whisper(tmp / "whisper"),
     ...            "llm_source": make_tiny_llm(tmp / "llm")}
-    >>> model = load_family("tiny_mowe", sources, num_tasks=2)
+    >>> model = load_family("tiny_mowe", sources, tasks=["asr", "aac"])
     >>> _ = write_inference_folder(  # what training does at its end
-    ...     tmp / "run", {name: model[name] for name in MODEL_PARTS},
-    ...     model_family="tiny_mowe", model_sources=sources, tasks=["asr", "aac"],
-    ...     instructions={"asr": "Transcribe the speech.", "aac": "Describe the audio."},
-    ...     max_new_tokens=5)
-    >>> llm = MoWEAudioLLM.from_hparams(source=tmp / "run")
+    ...     tmp / "run", model, decoding=Decoding(max_new_tokens=5),
+    ...     instructions={"asr": "Transcribe the speech.", "aac": "Describe the audio."})
+    >>> llm = PretrainedAudioLLM.from_hparams(source=tmp / "run")
     >>> save_audio(tmp / "a.wav", 0.1 * torch.randn(24000), 16000)
     >>> isinstance(llm.transcribe_file(tmp / "a.wav"), str)
     True
@@ -263,18 +224,18 @@ class MoWEAudioLLM(Pretrained):
 
     HPARAMS_NEEDED = [
         "tasks",
-        "instructions",
+        "answers",
         "max_new_tokens",
         "num_beams",
         "max_audio_seconds",
         "long_audio",
     ]
-    MODULES_NEEDED = list(MODEL_PARTS)
+    MODULES_NEEDED = ["model"]
 
     @classmethod
     def from_hparams(
         cls, source, hparams_file: str = INFERENCE_YAML, savedir=None, **kwargs
-    ) -> "MoWEAudioLLM":
+    ) -> "PretrainedAudioLLM":
         """Loads a trained model from its folder (or a hub repository).
 
         A local folder is read in place: nothing is copied, linked or written
@@ -298,7 +259,7 @@ class MoWEAudioLLM(Pretrained):
 
         Returns
         -------
-        MoWEAudioLLM
+        PretrainedAudioLLM
         """
         folder = _local_folder(source)
         if folder is not None:
@@ -309,22 +270,56 @@ class MoWEAudioLLM(Pretrained):
     @property
     def task_conditioned(self) -> bool:
         """Whether the router picks experts per task (then tasks must be given)."""
-        router = self.mods.mowe_encoder.router
+        router = self.mods.model.mowe_encoder.router
         return router is not None and any(
             isinstance(module, DataIndependentRouter) and module.num_tasks > 1
             for module in router.modules()
         )
 
+    @property
+    def decoding(self) -> Decoding:
+        """The decoding settings of ``inference.yaml``."""
+        return Decoding(self.hparams.max_new_tokens, self.hparams.num_beams)
+
     def instruction(self, task: str) -> str:
         """The evaluation instruction the model was tested with for ``task``."""
-        instructions = self.hparams.instructions
-        if task not in instructions:
+        answers = self.hparams.answers
+        if task not in answers:
             raise ValueError(
                 f"This model was not trained on task '{task}'; its tasks are: "
-                f"{', '.join(instructions) or 'none'}. Ask with generate_file(path, instruction, "
+                f"{', '.join(answers) or 'none'}. Ask with generate_file(path, instruction, "
                 "task=...) instead"
             )
-        return instructions[task]
+        return answers[task]["instruction"]
+
+    def join(self, task: Optional[str]) -> Optional[str]:
+        """How the answers to a long file's pieces are joined for ``task``
+        (see :func:`~speechbrain_mowe.tasks.join_answers`); a space for a
+        free-form instruction (None)."""
+        return self.hparams.answers[task]["join"] if task in self.hparams.answers else " "
+
+    def __getattr__(self, name: str):
+        """The tasks' shortcuts (``transcribe_file``, ...), after the module's own
+        attributes."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            hparams = self.__dict__.get("hparams")
+            answers = getattr(hparams, "answers", None) or {}
+            tasks = {spec["shortcut"]: task for task, spec in answers.items()}
+            tasks.update(
+                (task.shortcut, task.name)
+                for task in TASKS.values()
+                if task.shortcut and task.shortcut not in tasks
+            )
+            if name not in tasks:
+                raise
+            return functools.partial(self.task_file, task=tasks[name])
+
+    def __dir__(self):
+        answers = getattr(self.__dict__.get("hparams"), "answers", None) or {}
+        shortcuts = [spec["shortcut"] for spec in answers.values()]
+        return sorted(set(super().__dir__()) | {name for name in shortcuts if name})
 
     def _task_ids(self, tasks, count: int) -> Optional[torch.Tensor]:
         if tasks is None:
@@ -334,14 +329,7 @@ class MoWEAudioLLM(Pretrained):
                     f"{', '.join(self.hparams.tasks)} per example"
                 )
             return None
-        names = _per_example(tasks, count, "tasks")
-        unknown = sorted(set(names) - set(self.hparams.tasks))
-        if unknown:
-            raise ValueError(
-                f"Unknown task(s) {', '.join(unknown)}: this model's tasks are "
-                f"{', '.join(self.hparams.tasks)}"
-            )
-        return torch.tensor([self.hparams.tasks.index(name) for name in names], device=self.device)
+        return self.mods.model.task_ids(_per_example(tasks, count, "tasks")).to(self.device)
 
     def generate_batch(
         self,
@@ -374,25 +362,14 @@ class MoWEAudioLLM(Pretrained):
         task_ids = self._task_ids(tasks, count)
         if wav_lens is None:
             wav_lens = torch.ones(count)
-        llm = self.mods.llm
-        prefix, suffix = llm.tokenize_prompts(instructions)
-        self.mods.eval()
+        model = self.mods.model.eval()
         with torch.no_grad(), self.inference_ctx:
-            _, audio, audio_lens = encode_audio(
-                self.mods.mowe_encoder,
-                self.mods.projector,
+            return model.answer(
                 wavs.to(self.device, torch.float32),
                 wav_lens.to(self.device),
+                instructions,
                 task_ids,
-            )
-            return generate_answers(
-                llm,
-                audio,
-                audio_lens,
-                prefix,
-                suffix,
-                max_new_tokens=self.hparams.max_new_tokens,
-                num_beams=self.hparams.num_beams,
+                self.decoding,
             )
 
     def forward(self, wavs, wav_lens, instructions, tasks=None) -> List[str]:
@@ -438,7 +415,7 @@ class MoWEAudioLLM(Pretrained):
         clips: Sequence[Sequence[torch.Tensor]],
         instructions: Union[str, Sequence[str]],
         tasks: Union[None, str, Sequence[str]] = None,
-        joins: Optional[Sequence[Join]] = None,
+        joins: Optional[Sequence[Optional[str]]] = None,
     ) -> List[str]:
         """Answers several clips, each given as its pieces, in one batch.
 
@@ -448,9 +425,10 @@ class MoWEAudioLLM(Pretrained):
             The pieces of each clip (see :meth:`load_pieces`).
         instructions, tasks
             Per clip, as in :meth:`generate_batch`.
-        joins : sequence of callables, optional
-            How each clip's piece answers are joined (see
-            :data:`CHUNK_JOINS`); default :func:`join_texts`.
+        joins : sequence, optional
+            How each clip's piece answers are joined (a separator, or None for
+            the answer of most seconds; see
+            :func:`~speechbrain_mowe.tasks.join_answers`); default: a space.
 
         Returns
         -------
@@ -465,7 +443,7 @@ class MoWEAudioLLM(Pretrained):
             values = _per_example(values, len(clips), name)
             return [value for value, n in zip(values, counts) for _ in range(n)]
 
-        joins = _per_example(joins or [join_texts] * len(clips), len(clips), "joins")
+        joins = _per_example(joins or [" "] * len(clips), len(clips), "joins")
         wavs, wav_lens = batch_pad_right([piece for pieces in clips for piece in pieces])
         answers = self.generate_batch(
             wavs,
@@ -476,7 +454,7 @@ class MoWEAudioLLM(Pretrained):
         joined = []
         for pieces, join in zip(clips, joins):
             own, answers = answers[: len(pieces)], answers[len(pieces) :]
-            joined.append(join(own, [piece.shape[0] / SAMPLE_RATE for piece in pieces]))
+            joined.append(join_answers(own, [p.shape[0] / SAMPLE_RATE for p in pieces], join))
         return joined
 
     def generate_file(
@@ -506,24 +484,8 @@ class MoWEAudioLLM(Pretrained):
     def task_file(self, path, task: str, long_audio: Optional[str] = None) -> str:
         """Answers the evaluation instruction of ``task`` about an audio file.
 
-        The pieces of a long file are joined the task's way (:data:`CHUNK_JOINS`).
+        The pieces of a long file are joined the task's way (:meth:`join`).
         """
         instruction = self.instruction(task)
         pieces = self.load_pieces(path, long_audio)
-        return self.generate_clips([pieces], [instruction], [task], [chunk_join(task)])[0]
-
-    def transcribe_file(self, path, long_audio: Optional[str] = None) -> str:
-        """Transcribes speech (``asr``)."""
-        return self.task_file(path, "asr", long_audio)
-
-    def translate_file(self, path, long_audio: Optional[str] = None) -> str:
-        """Translates speech (``ast``) into the language the model was tested on."""
-        return self.task_file(path, "ast", long_audio)
-
-    def caption_file(self, path, long_audio: Optional[str] = None) -> str:
-        """Describes the sounds (``aac``)."""
-        return self.task_file(path, "aac", long_audio)
-
-    def classify_emotion_file(self, path, long_audio: Optional[str] = None) -> str:
-        """Names the speaker's emotion (``er``)."""
-        return self.task_file(path, "er", long_audio)
+        return self.generate_clips([pieces], [instruction], [task], [self.join(task)])[0]

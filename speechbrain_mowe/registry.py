@@ -16,9 +16,30 @@ logged as a warning and skipped; it never stops the others from loading.
 import inspect
 import logging
 from importlib.metadata import entry_points
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 logger = logging.getLogger(__name__)
+
+
+def load_entry_points(group: str, kind: str) -> Iterator[Tuple[str, Any]]:
+    """``(name, object)`` of each entry point of ``group`` that loads; one that
+    fails to import is logged as a warning (naming the ``kind`` of extension)
+    and skipped."""
+    for point in entry_points(group=group):
+        try:
+            loaded = point.load()
+        except Exception as error:  # a broken extension must not break the others
+            logger.warning(
+                "Skipping %s extension '%s' (%s) from group %s: %s: %s",
+                kind,
+                point.name,
+                point.value,
+                group,
+                type(error).__name__,
+                error,
+            )
+            continue
+        yield point.name, loaded
 
 
 class Registry:
@@ -80,19 +101,11 @@ class Registry:
         if self._discovered:
             return
         self._discovered = True
-        for point in entry_points(group=self.group):
+        for name, factory in load_entry_points(self.group, self.kind):
             try:
-                self._add(point.name, point.load())
-            except Exception as error:  # a broken extension must not break the others
-                logger.warning(
-                    "Skipping %s extension '%s' (%s) from group %s: %s: %s",
-                    self.kind,
-                    point.name,
-                    point.value,
-                    self.group,
-                    type(error).__name__,
-                    error,
-                )
+                self._add(name, factory)
+            except (TypeError, ValueError) as error:
+                logger.warning("Skipping %s extension '%s': %s", self.kind, name, error)
 
     def names(self) -> List[str]:
         """Sorted list of the registered names."""

@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Dict, Sequence
 
 from speechbrain_mowe.dataio import (
-    TASKS,
     Preparation,
     check_splits,
     clean_text,
-    example_rng,
     manifest_row,
     run_from_command_line,
 )
+from speechbrain_mowe.tasks import TASKS, example_rng
 
 SPLITS = ("development", "validation", "evaluation")
 NUM_CAPTIONS = 5

@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from speechbrain_mowe.dataio import (
-    TASKS,
     Preparation,
     check_splits,
     clean_text,
-    example_rng,
     manifest_row,
     run_from_command_line,
 )
+from speechbrain_mowe.tasks import TASKS, example_rng
 
 EN_TARGETS = (
     "de",

@@ -22,12 +22,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from speechbrain_mowe.dataio import (
-    TASKS,
     Preparation,
-    example_rng,
     manifest_row,
     run_from_command_line,
 )
+from speechbrain_mowe.tasks import TASKS, example_rng
 
 logger = logging.getLogger(__name__)
 

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Sequence
 
 from speechbrain_mowe.dataio import (
-    TASKS,
     Preparation,
     check_splits,
     clean_text,
-    example_rng,
     manifest_row,
     run_from_command_line,
 )
+from speechbrain_mowe.tasks import TASKS, example_rng
 
 SPLITS = (
     "train-clean-100",

@@ -7,7 +7,7 @@ Tasks, ``<size>`` examples each per split:
 
 asr
     English sentences of a small grammar (``the small dog sees a red ball in
-    the garden today``; a few dozen words, see :mod:`synthesis`), spoken by
+    the garden today``; a few dozen words, see :mod:`grammar`), spoken by
     random voices: five English accents, seven male and five female voice
     variants, random speaking rate, pitch, pitch range and volume. The answer
     is the sentence, lowercase, without punctuation.
@@ -36,8 +36,9 @@ aac
     ``answer`` is one of them, drawn per example.
 speaker_sex
     Only when listed in ``tasks``: ``man`` or ``woman``, after the voice
-    variant. This script registers the task and its scorer (accuracies, as
-    for emotions), so importing it makes ``make_scorer("speaker_sex")`` work.
+    variant. This script registers the task with one call (scored like
+    emotions, by accuracy over the labels ``man`` and ``woman``), so
+    importing it is all a recipe needs to train and test it.
 
 Splits share no sentence: each sentence of the grammar belongs to one split by
 a hash of the seed and its text (:func:`sentence_split`), and the training
@@ -71,37 +72,27 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
-from synthesis import (
-    ACCENTS,
+from espeak import ACCENTS, VARIANTS, Voice, speak
+from grammar import Sentence, english_words, german_words, random_sentence
+from scenes import (
     EVENT_PHRASES,
-    VARIANTS,
-    Sentence,
-    Voice,
     all_captions,
     captions,
-    english_words,
-    german_words,
-    limit_peak,
     random_scene,
-    random_sentence,
     render_scene,
     scene_description,
-    speak,
 )
 from tqdm import tqdm
 
 from speechbrain_mowe.dataio import (
     SAMPLE_RATE,
-    TASKS,
     Preparation,
-    Task,
-    example_rng,
     manifest_row,
-    register_task,
     run_from_command_line,
     save_audio,
 )
-from speechbrain_mowe.metrics import SCORERS, EmotionScorer, register_scorer
+from speechbrain_mowe.metrics import LabelScorer
+from speechbrain_mowe.tasks import TASKS, Metric, Task, example_rng, register_task
 
 logger = logging.getLogger(__name__)
 
@@ -129,38 +120,41 @@ EMOTION_PROSODY = {
     "angry": {"rate": (182, 194), "pitch": (55, 63), "pitch_range": (85, 99), "volume": (80, 90)},
     "sad": {"rate": (115, 135), "pitch": (18, 30), "pitch_range": (5, 15), "volume": (22, 30)},
 }
+#: Where a clip may peak at most: just under full scale.
+MAX_PEAK = 0.99
 #: eSpeak settings of the other speech tasks.
 PROSODY = {"rate": (140, 210), "pitch": (35, 65), "pitch_range": (30, 80), "volume": (45, 80)}
 
 SPEAKER_SEX = register_task(
     Task(
         "speaker_sex",
-        instructions=(
+        (
             "Is the speaker a man or a woman?",
             "Say whether a man or a woman is speaking.",
             "Who is talking, a man or a woman?",
             "Does this voice belong to a man or a woman?",
         ),
+        scorer=LabelScorer,
+        scorer_options={"labels": list(SEX_LABELS)},
+        join=None,
+        shortcut="classify_speaker_sex_file",
+        metrics=(Metric("WA", higher_is_better=True, label="accuracy %"),),
     )
 )
 
 
-def speaker_sex_scorer(labels: Sequence[str] = SEX_LABELS) -> EmotionScorer:
-    """Accuracies of ``man``/``woman`` answers, computed as for emotions.
+def limit_peak(wav: torch.Tensor, peak: float = MAX_PEAK) -> torch.Tensor:
+    """``wav`` scaled down to peak at ``peak`` if it goes beyond it, else unchanged.
 
     Example
     -------
-    >>> from speechbrain_mowe.metrics import make_scorer
-    >>> scorer = make_scorer("speaker_sex")
-    >>> scorer.append(["a", "b"], ["A woman.", "man"], ["woman", "woman"])
-    >>> scorer.summarize()["WA"]
-    50.0
+    >>> limit_peak(torch.tensor([0.5, -1.2])).tolist()
+    [0.4124999940395355, -0.9900000095367432]
+    >>> limit_peak(torch.tensor([0.5, -0.2])).tolist()
+    [0.5, -0.20000000298023224]
     """
-    return EmotionScorer(labels=list(labels))
-
-
-if "speaker_sex" not in SCORERS.names():  # the script may run twice (imported, then as __main__)
-    register_scorer("speaker_sex", speaker_sex_scorer)
+    top = wav.abs().max()
+    return wav * (peak / top) if top > peak else wav
 
 
 def prepare_synthetic(

@@ -1,4 +1,4 @@
-"""Data: audio reading, tasks and instructions, manifests, preparation, sampling."""
+"""Data: audio reading, manifests, preparation, pipelines, sampling."""
 
 from speechbrain_mowe.dataio.audio import (
     SAMPLE_RATE,
@@ -34,14 +34,6 @@ from speechbrain_mowe.dataio.sampling import (
     WeightedMixtureSampler,
     durations,
 )
-from speechbrain_mowe.dataio.tasks import (
-    LANGUAGE_NAMES,
-    TASKS,
-    Task,
-    example_rng,
-    get_task,
-    register_task,
-)
 
 __all__ = [
     "SAMPLE_RATE",
@@ -68,10 +60,4 @@ __all__ = [
     "DurationBatchSampler",
     "WeightedMixtureSampler",
     "durations",
-    "LANGUAGE_NAMES",
-    "TASKS",
-    "Task",
-    "example_rng",
-    "get_task",
-    "register_task",
 ]

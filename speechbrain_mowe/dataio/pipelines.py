@@ -165,7 +165,7 @@ def prompt_pipeline(llm, tasks: Sequence[str]) -> Callable:
 
     Arguments
     ---------
-    llm : speechbrain_mowe.lobes.AudioLLM
+    llm : speechbrain_mowe.lobes.LanguageModel
         Provides ``tokenize_prompt`` and ``tokenize_answer``.
     tasks : sequence of str
         Every task the model knows, in router order.
@@ -174,9 +174,9 @@ def prompt_pipeline(llm, tasks: Sequence[str]) -> Callable:
     -------
     >>> import tempfile
     >>> from speechbrain.dataio.dataset import DynamicItemDataset
-    >>> from speechbrain_mowe.lobes import AudioLLM
+    >>> from speechbrain_mowe.lobes import LanguageModel
     >>> from speechbrain_mowe.tiny import make_tiny_llm
-    >>> llm = AudioLLM(make_tiny_llm(tempfile.mkdtemp()), lora_rank=0)
+    >>> llm = LanguageModel(make_tiny_llm(tempfile.mkdtemp()), lora_rank=0)
     >>> data = DynamicItemDataset({"a": {"task": "aac", "instruction": "Describe.",
     ...                                  "answer": "rain"}})
     >>> data.add_dynamic_item(prompt_pipeline(llm, ["asr", "aac"]))

@@ -3,7 +3,6 @@
 Importing this package registers the built-in encoders by name.
 """
 
-from speechbrain_mowe.lobes.audio_llm import AudioLLM, AudioLLMOutput
 from speechbrain_mowe.lobes.encoders import (
     ENCODERS,
     AudioEncoder,
@@ -12,6 +11,7 @@ from speechbrain_mowe.lobes.encoders import (
     load_encoder,
     save_encoder,
 )
+from speechbrain_mowe.lobes.language_model import LanguageModel, LanguageModelOutput
 from speechbrain_mowe.lobes.mowe import MoWEEncoder, MoWEOutput
 from speechbrain_mowe.lobes.pretrained_encoders import (
     BEATsEncoder,
@@ -37,8 +37,8 @@ from speechbrain_mowe.lobes.routers import (
 __all__ = [
     "ENCODERS",
     "AudioEncoder",
-    "AudioLLM",
-    "AudioLLMOutput",
+    "LanguageModel",
+    "LanguageModelOutput",
     "BEATsEncoder",
     "DataDependentRouter",
     "DataIndependentRouter",

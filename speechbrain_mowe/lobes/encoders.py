@@ -23,7 +23,9 @@ from speechbrain_mowe.lobes.conv import MaskedConvStack
 from speechbrain_mowe.lobes.sequence import length_mask, to_absolute, to_relative, zero_padding
 from speechbrain_mowe.registry import Registry
 
-LONG_INPUT_MODES = ("error", "chunk")
+#: What to do with audio longer than a model reads at once, in encoders and
+#: at inference: refuse it with its duration, or take it in chunks.
+LONG_AUDIO_MODES = ("refuse", "chunk")
 
 
 class AudioEncoder(nn.Module, abc.ABC):
@@ -31,14 +33,15 @@ class AudioEncoder(nn.Module, abc.ABC):
 
     Subclasses implement :meth:`encode` on absolute sample counts; this class
     converts SpeechBrain relative lengths, zeroes padding and handles inputs
-    longer than ``max_seconds`` (the encoder's window): ``long_input="error"``
-    refuses them with a message naming the duration, ``"chunk"`` encodes
-    consecutive windows and joins their frames. Nothing is ever truncated.
+    longer than ``max_seconds`` (the window of encoders that have one):
+    ``long_audio="refuse"`` refuses them with a message naming the duration,
+    ``"chunk"`` encodes consecutive windows and joins their frames. Nothing
+    is ever truncated.
 
     Arguments
     ---------
-    long_input : str
-        ``"error"`` or ``"chunk"``, for inputs longer than ``max_seconds``.
+    long_audio : str
+        ``"refuse"`` or ``"chunk"``, for inputs longer than ``max_seconds``.
     """
 
     sample_rate: int = 16000
@@ -47,11 +50,11 @@ class AudioEncoder(nn.Module, abc.ABC):
     output_dim: int
     frame_rate: float
 
-    def __init__(self, long_input: str = "error"):
+    def __init__(self, long_audio: str = "refuse"):
         super().__init__()
-        if long_input not in LONG_INPUT_MODES:
-            raise ValueError(f"long_input must be one of {LONG_INPUT_MODES}, got '{long_input}'")
-        self.long_input = long_input
+        if long_audio not in LONG_AUDIO_MODES:
+            raise ValueError(f"long_audio must be one of {LONG_AUDIO_MODES}, got '{long_audio}'")
+        self.long_audio = long_audio
 
     @abc.abstractmethod
     def encode(
@@ -85,11 +88,11 @@ class AudioEncoder(nn.Module, abc.ABC):
         num_samples = to_absolute(wav_lens, wavs.shape[1], wavs.shape[0]).to(wavs.device)
         window = self.window_samples
         if window is not None and int(num_samples.max()) > window:
-            if self.long_input == "error":
+            if self.long_audio == "refuse":
                 longest = int(num_samples.max()) / self.sample_rate
                 raise ValueError(
                     f"{type(self).__name__} encodes at most {self.max_seconds:g} s at once, "
-                    f"got an input of {longest:.2f} s; pass long_input='chunk' to encode "
+                    f"got an input of {longest:.2f} s; pass long_audio='chunk' to encode "
                     "it in consecutive windows, or cut the audio"
                 )
             feats, num_frames = self._encode_chunks(wavs, num_samples, window)
@@ -190,7 +193,7 @@ def load_encoder(path, **overrides) -> AudioEncoder:
     path : str or path
         The file written by :func:`save_encoder`.
     **overrides
-        Settings that do not change the weights (e.g. ``long_input``).
+        Settings that do not change the weights (e.g. ``long_audio``).
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -266,8 +269,8 @@ class TinyConvEncoder(AudioEncoder):
         Stride of each layer; the frame rate is 100 / prod(strides).
     kernel_size : int
         Kernel size of every layer.
-    long_input : str
-        See :class:`AudioEncoder`.
+    output_dim : int, optional
+        Overrides the last entry of ``channels``.
 
     Example
     -------
@@ -289,9 +292,8 @@ class TinyConvEncoder(AudioEncoder):
         strides: Sequence[int] = (2, 2, 1),
         kernel_size: int = 5,
         output_dim: Optional[int] = None,
-        long_input: str = "error",
     ):
-        super().__init__(long_input=long_input)
+        super().__init__()
         channels = list(channels)
         if output_dim is not None:
             channels[-1] = output_dim

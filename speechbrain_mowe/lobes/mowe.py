@@ -179,7 +179,7 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
         base_output : (torch.Tensor, torch.Tensor), optional
             The frozen base encoder's ``(feats, lens)`` for these waveforms,
             computed earlier (e.g. read from a
-            :class:`~speechbrain_mowe.feature_cache.FeatureCache`); the base
+            :class:`~speechbrain_mowe.training.FeatureCache`); the base
             encoder is then not run.
         """
         batch = wavs.shape[0]

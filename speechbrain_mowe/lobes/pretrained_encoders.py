@@ -49,8 +49,8 @@ class WhisperEncoder(AudioEncoder):
         attention; an example's output has one frame per 20 ms and equals
         its output when encoded alone. The mode is stored in the state dict;
         loading a state dict saved under the other mode raises an error.
-    long_input : str
-        ``"error"`` or ``"chunk"`` for inputs longer than the window.
+    long_audio : str
+        ``"refuse"`` or ``"chunk"`` for inputs longer than the window.
 
     Example
     -------
@@ -69,9 +69,9 @@ class WhisperEncoder(AudioEncoder):
         save_path: str = "",
         *,
         mode: str = "variable",
-        long_input: str = "error",
+        long_audio: str = "refuse",
     ):
-        super().__init__(long_input=long_input)
+        super().__init__(long_audio=long_audio)
         if mode not in WHISPER_MODES:
             raise ValueError(f"Whisper mode must be one of {WHISPER_MODES}, got '{mode}'")
         self.mode = mode
@@ -158,8 +158,6 @@ class SSLEncoder(AudioEncoder):
         Keep the pretrained model frozen (no gradients, eval mode) while the
         layer weights still train; use it with ``MoWEEncoder(freeze_weak=False)``,
         since ``freeze_weak`` would freeze the layer weights too.
-    long_input : str
-        Kept for the interface; these models have no window.
 
     Note
     ----
@@ -178,9 +176,8 @@ class SSLEncoder(AudioEncoder):
         *,
         layer_weights: bool = False,
         freeze_backbone: bool = False,
-        long_input: str = "error",
     ):
-        super().__init__(long_input=long_input)
+        super().__init__()
         self.lobe = self.lobe_class(
             source, save_path, freeze=False, output_all_hiddens=layer_weights
         )
@@ -254,14 +251,12 @@ class BEATsEncoder(AudioEncoder):
     ---------
     ckpt_path : str
         Path of a BEATs checkpoint (a torch file holding ``cfg`` and ``model``).
-    long_input : str
-        Kept for the interface; BEATs has no window.
     """
 
     frame_rate = 50.0
 
-    def __init__(self, ckpt_path: str, *, long_input: str = "error"):
-        super().__init__(long_input=long_input)
+    def __init__(self, ckpt_path: str):
+        super().__init__()
         self.lobe = BEATs(ckp_path=ckpt_path, freeze=False)
         self.output_dim = self.lobe.cfg.encoder_embed_dim
         patch = self.lobe.cfg.input_patch_size

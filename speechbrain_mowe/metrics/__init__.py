@@ -1,4 +1,4 @@
-"""Metrics of the tasks: WER/CER, BLEU, emotion accuracies, captioning scores."""
+"""Metrics of the tasks: WER/CER, BLEU, label accuracies, captioning scores."""
 
 from speechbrain_mowe.metrics.asr import ASRScorer, english_normalizer
 from speechbrain_mowe.metrics.captioning import (
@@ -9,15 +9,12 @@ from speechbrain_mowe.metrics.captioning import (
     cider_d,
     rouge_l,
 )
-from speechbrain_mowe.metrics.classification import UNPARSEABLE, EmotionScorer, parse_label
-from speechbrain_mowe.metrics.scorers import SCORERS, Scorer, make_scorer, register_scorer
+from speechbrain_mowe.metrics.classification import UNPARSEABLE, LabelScorer, parse_label
+from speechbrain_mowe.metrics.scorers import Scorer
 from speechbrain_mowe.metrics.translation import TranslationScorer, bleu_tokenizer
 
 __all__ = [
-    "SCORERS",
     "Scorer",
-    "make_scorer",
-    "register_scorer",
     "ASRScorer",
     "english_normalizer",
     "NOT_COMPUTED",
@@ -27,7 +24,7 @@ __all__ = [
     "cider_d",
     "rouge_l",
     "UNPARSEABLE",
-    "EmotionScorer",
+    "LabelScorer",
     "parse_label",
     "TranslationScorer",
     "bleu_tokenizer",

@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Union
 from speechbrain.utils.metric_stats import ErrorRateStats
 from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-from speechbrain_mowe.metrics.scorers import SCORERS, Scorer
+from speechbrain_mowe.metrics.scorers import Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +63,15 @@ def _cached_normalizer(source: Optional[str]) -> EnglishTextNormalizer:
     return EnglishTextNormalizer({})
 
 
-@SCORERS.register("asr")
 class ASRScorer(Scorer):
     """Word and character error rates, raw and normalised, in percent.
 
     Arguments
     ---------
-    normalizer : callable, optional
-        Text -> normalised text. The default, ``english_normalizer()``, has no
-        British -> American spelling mapping; ``english_normalizer(whisper_dir)``
-        reads it from a Whisper checkpoint.
+    normalizer_source : str or Path, optional
+        A Whisper checkpoint folder whose ``normalizer.json`` gives the British
+        -> American spelling mapping of the normalised scores (see
+        :func:`english_normalizer`); without it spellings are kept.
 
     Example
     -------
@@ -85,9 +84,9 @@ class ASRScorer(Scorer):
     27.27
     """
 
-    def __init__(self, normalizer: Optional[Callable[[str], str]] = None):
+    def __init__(self, normalizer_source: Optional[Union[str, Path]] = None):
         super().__init__()
-        self.normalizer = english_normalizer() if normalizer is None else normalizer
+        self.normalizer = english_normalizer(normalizer_source)
         self.wer = ErrorRateStats()
         self.cer = ErrorRateStats(split_tokens=True)
         self.wer_norm = ErrorRateStats()

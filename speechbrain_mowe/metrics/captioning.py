@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from typing import Dict, List, Sequence, Union
 
-from speechbrain_mowe.metrics.scorers import SCORERS, Scorer
+from speechbrain_mowe.metrics.scorers import Scorer
 
 #: Why :class:`CaptionScorer` reports no METEOR, SPICE or SPIDEr.
 NOT_COMPUTED = (
@@ -260,7 +260,6 @@ def cider_d(
     return sum(scores) / len(scores)
 
 
-@SCORERS.register("aac")
 class CaptionScorer(Scorer):
     """BLEU-1..4, ROUGE-L and CIDEr-D of captions against several references each.
 

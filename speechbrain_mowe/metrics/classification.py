@@ -1,10 +1,11 @@
-"""Emotion recognition: free-text answers mapped to labels, weighted and unweighted accuracy."""
+"""Classification (emotions, speaker sex, ...): free-text answers mapped to labels,
+weighted and unweighted accuracy."""
 
 import re
 from statistics import mean
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from speechbrain_mowe.metrics.scorers import SCORERS, Scorer
+from speechbrain_mowe.metrics.scorers import Scorer
 
 #: Confusion-matrix column of the answers that name no label, or several.
 UNPARSEABLE = "<unparseable>"
@@ -70,8 +71,7 @@ def parse_label(answer: str, labels: Sequence[str]) -> Optional[str]:
     return named.pop() if len(named) == 1 else None
 
 
-@SCORERS.register("er")
-class EmotionScorer(Scorer):
+class LabelScorer(Scorer):
     """Weighted (WA) and unweighted (UA) accuracy of answers parsed with :func:`parse_label`.
 
     WA is the overall accuracy; UA is the mean recall of the classes that occur
@@ -86,7 +86,7 @@ class EmotionScorer(Scorer):
 
     Example
     -------
-    >>> scorer = EmotionScorer(labels=["happy", "sad"])
+    >>> scorer = LabelScorer(labels=["happy", "sad"])
     >>> scorer.append(["a", "b", "c"], ["Happy!", "happy", "no idea"], ["happy", "happy", "sad"])
     >>> scores = scorer.summarize()
     >>> round(scores["WA"], 2), scores["UA"], scores["unparseable_ids"]

@@ -1,30 +1,15 @@
-"""The interface shared by the task metrics, and the registry naming them per task.
+"""The interface shared by the task metrics.
 
 Every scorer collects ``append(ids, hypotheses, references)`` batches and
-reports with :meth:`Scorer.summarize` (numbers) and :meth:`Scorer.summary_lines`
-(human-readable results). A task added by a user gets its metric with
-:func:`register_scorer`, or from another package through the
-``speechbrain_mowe.scorers`` entry-point group (see :mod:`speechbrain_mowe.registry`).
-
-Example
--------
->>> {"aac", "asr", "ast", "er"} <= set(SCORERS.names())
-True
->>> scorer = make_scorer("er", labels=["happy", "sad"])
->>> scorer.append(["a", "b"], ["happy", "I am sad"], ["happy", "happy"])
->>> scorer.summarize()["WA"]
-50.0
->>> make_scorer("kws")  # doctest: +ELLIPSIS
-Traceback (most recent call last):
- ...
-KeyError: "Unknown scorer 'kws'. Valid names: aac, asr, ast, er..."
+reports with :meth:`Scorer.summarize` (numbers, and details such as a
+confusion matrix) and :meth:`Scorer.summary_lines` (human-readable results).
+Each task names its scorer (:class:`speechbrain_mowe.tasks.Task`); a task
+added by a user may bring its own subclass.
 """
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
-
-from speechbrain_mowe.registry import Registry
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 
 class Scorer(ABC):
@@ -104,17 +89,3 @@ class Scorer(ABC):
     @abstractmethod
     def summary_lines(self) -> List[str]:
         """The results as lines of text for logs and result files."""
-
-
-#: Task name -> scorer factory.
-SCORERS = Registry("scorer", Scorer, group="speechbrain_mowe.scorers")
-
-
-def register_scorer(task: str, factory: Callable[..., Scorer]) -> Callable[..., Scorer]:
-    """Makes ``make_scorer(task, ...)`` build ``factory(...)``; returns ``factory``."""
-    return SCORERS.register(task)(factory)
-
-
-def make_scorer(task: str, **options: Any) -> Scorer:
-    """The scorer of ``task`` built with ``options``; KeyError lists the known tasks."""
-    return SCORERS.build(task, **options)

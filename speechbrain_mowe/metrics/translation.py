@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from sacrebleu.metrics import BLEU
 from sacrebleu.metrics.bleu import BLEUScore
 
-from speechbrain_mowe.metrics.scorers import SCORERS, Scorer
+from speechbrain_mowe.metrics.scorers import Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,6 @@ def _ja_mecab_available() -> bool:
     return True
 
 
-@SCORERS.register("ast")
 class TranslationScorer(Scorer):
     """Corpus BLEU (sacrebleu) with its signature.
 

@@ -1,7 +1,6 @@
 """Helpers to run the training recipes on the fixture corpora with the tiny model."""
 
 import importlib.util
-import json
 from pathlib import Path
 
 import torch
@@ -14,6 +13,7 @@ from fixture_corpora import (
 )
 
 from speechbrain_mowe.dataio import save_audio
+from speechbrain_mowe.training import EvaluationResult, read_result
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -115,7 +115,6 @@ def tiny_overrides(output_folder, whisper_dir, llm_dir, epochs=2, **extra) -> li
     return ["--noprogressbar"] + [f"--{key}={value}" for key, value in options.items()]
 
 
-def read_metrics(output_folder, test_set: str) -> dict:
+def read_metrics(output_folder, test_set: str) -> EvaluationResult:
     """``metrics.json`` of one test set."""
-    path = Path(output_folder) / "test_results" / test_set / "metrics.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_result(Path(output_folder) / "test_results" / test_set)

@@ -17,9 +17,12 @@ from recipe_runs import (  # noqa: E402
     tiny_overrides,
 )
 
-from speechbrain_mowe.brain import MoWEBrain  # noqa: E402
 from speechbrain_mowe.dataio import EmptyBatch, UnreadableAudio  # noqa: E402
-from speechbrain_mowe.experiment import setup_experiment, train_and_evaluate  # noqa: E402
+from speechbrain_mowe.training import (  # noqa: E402
+    MoWEBrain,
+    setup_experiment,
+    train_and_evaluate,
+)
 
 YAML = RECIPES / "LibriSpeech" / "ASR" / "hparams" / "mowe.yaml"
 ANSWERS = SHORT_UTTERANCES
@@ -73,8 +76,8 @@ def test_tiny_model_overfits_and_greedy_decoding_reproduces_answers(
     last = sum(last_epoch) / len(last_epoch)
     assert first > 4.0
     assert last < 0.5, f"loss went from {first:.2f} to {last:.2f}"
-    metrics = read_metrics(tmp_path, train)
-    assert metrics[f"{train}/asr/WER"] == 0.0, metrics
+    result = read_metrics(tmp_path, train)
+    assert result.metric(train, "asr", "WER") == 0.0, result
 
 
 def test_resumed_run_repeats_the_uninterrupted_losses(tmp_path, corpus, whisper_dir, llama_dir):

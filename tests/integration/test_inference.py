@@ -1,4 +1,4 @@
-"""Inference with a trained model: the folder training writes, MoWEAudioLLM,
+"""Inference with a trained model: the folder training writes, PretrainedAudioLLM,
 long audio and the ``speechbrain-mowe`` command, on the multi-task recipe
 trained for two epochs on the fixture corpora."""
 
@@ -25,7 +25,7 @@ from recipe_runs import (  # noqa: E402
 import speechbrain_mowe.inference as inference  # noqa: E402
 from speechbrain_mowe.cli import main  # noqa: E402
 from speechbrain_mowe.dataio import load_audio, load_manifest, save_audio  # noqa: E402
-from speechbrain_mowe.inference import LongAudioError, MoWEAudioLLM  # noqa: E402
+from speechbrain_mowe.inference import LongAudioError, PretrainedAudioLLM  # noqa: E402
 
 #: Test set -> (its manifest in the run's manifest folder, its corpus).
 TEST_SETS = {
@@ -52,7 +52,7 @@ def run(tmp_path_factory, whisper_dir, llama_dir):
 
 @pytest.fixture(scope="module")
 def model(run):
-    return MoWEAudioLLM.from_hparams(source=run[0])
+    return PretrainedAudioLLM.from_hparams(source=run[0])
 
 
 def _rows(run, test_set):
@@ -84,11 +84,10 @@ def long_file(tmp_path_factory):
 
 def test_training_writes_the_inference_folder(run):
     out, _ = run
-    for name in ("inference.yaml", "mowe_encoder.ckpt", "projector.ckpt", "llm.ckpt"):
-        assert (out / name).is_file()
+    assert {"inference.yaml", "model.ckpt"} <= {p.name for p in out.iterdir()}
     assert "librispeech_folder" in (out / "hyperparams.yaml").read_text()  # the training copy
     text = (out / "inference.yaml").read_text()
-    assert "!apply:speechbrain_mowe.experiment.load_family" in text
+    assert "!apply:speechbrain_mowe.families.load_family" in text
     assert "speechbrain.utils.parameter_transfer.Pretrainer" in text
     first = {}
     for test_set in TEST_SETS:
@@ -96,8 +95,9 @@ def test_training_writes_the_inference_folder(run):
             first.setdefault(row["task"], row["instruction"])
     assert "Answer with one of: neutral, happy, angry, sad." in first["er"]
     assert "German" in first["ast"]
-    model = MoWEAudioLLM.from_hparams(source=out)
-    assert model.hparams.instructions == first
+    model = PretrainedAudioLLM.from_hparams(source=out)
+    assert {task: a["instruction"] for task, a in model.hparams.answers.items()} == first
+    assert model.hparams.answers["er"]["join"] is None  # a long file's label: most seconds
     assert model.hparams.tasks == ["asr", "ast", "er", "aac"]
     assert model.hparams.max_audio_seconds == 30.0  # the tiny Whisper's window
     assert (model.hparams.max_new_tokens, model.hparams.num_beams) == (8, 1)
@@ -109,10 +109,10 @@ SUBPROCESS = """
 import json, sys
 from speechbrain.utils.data_utils import batch_pad_right
 from speechbrain_mowe.dataio import load_audio, load_manifest
-from speechbrain_mowe.inference import MoWEAudioLLM
+from speechbrain_mowe.inference import PretrainedAudioLLM
 
 folder, manifests = sys.argv[1], json.loads(sys.argv[2])
-model = MoWEAudioLLM.from_hparams(source=folder)
+model = PretrainedAudioLLM.from_hparams(source=folder)
 answers = {}
 for path, root in manifests:
     rows = load_manifest(path, root)
@@ -153,21 +153,20 @@ def test_loading_writes_nothing_and_uses_the_strict_hooks(run, tmp_path):
         return {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "log.txt"}
 
     before = files()
-    MoWEAudioLLM.from_hparams(source=out)
+    PretrainedAudioLLM.from_hparams(source=out)
     assert files() == before
-    # A copy of the folder with a checkpoint that lacks the LoRA weights:
+    # A copy of the folder with a checkpoint that lacks the trained weights:
     # SpeechBrain's Pretrainer loads it through TrainableStateMixin's hook, which refuses it.
     copy = tmp_path / "copy"
     copy.mkdir()
-    for name in ("inference.yaml", "mowe_encoder.ckpt", "projector.ckpt"):
-        shutil.copy(out / name, copy / name)
-    torch.save({}, copy / "llm.ckpt")
-    with pytest.raises(KeyError, match="lacks .* trainable entries of AudioLLM"):
-        MoWEAudioLLM.from_hparams(source=copy)
+    shutil.copy(out / "inference.yaml", copy / "inference.yaml")
+    torch.save({}, copy / "model.ckpt")
+    with pytest.raises(KeyError, match="lacks .* trainable entries of MoWEAudioLLM"):
+        PretrainedAudioLLM.from_hparams(source=copy)
     # With a savedir, the files are linked there, and a second load reuses the links.
     for _ in range(2):
-        MoWEAudioLLM.from_hparams(source=out, savedir=tmp_path / "links")
-    assert (tmp_path / "links" / "llm.ckpt").resolve() == (out / "llm.ckpt").resolve()
+        PretrainedAudioLLM.from_hparams(source=out, savedir=tmp_path / "links")
+    assert (tmp_path / "links" / "model.ckpt").resolve() == (out / "model.ckpt").resolve()
 
 
 def test_batched_answers_equal_one_at_a_time(run, model):
@@ -223,11 +222,11 @@ def test_chunk_boundaries_without_pauses_stay_in_the_window():
 def test_errors_name_what_is_wrong(run, model, tmp_path, monkeypatch):
     out, _ = run
     with pytest.raises(FileNotFoundError, match="has no inference.yaml. Training writes it"):
-        MoWEAudioLLM.from_hparams(source=tmp_path)
+        PretrainedAudioLLM.from_hparams(source=tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist or is not a folder"):
-        MoWEAudioLLM.from_hparams(source=tmp_path / "moved")
+        PretrainedAudioLLM.from_hparams(source=tmp_path / "moved")
     with pytest.raises(FileNotFoundError, match="reads llm_source from '/nowhere/llm'"):
-        MoWEAudioLLM.from_hparams(
+        PretrainedAudioLLM.from_hparams(
             source=out, overrides={"model_sources": {"llm_source": "/nowhere/llm"}}
         )
     wav = load_audio(_rows(run, "librispeech")["1089-134686-0000"]["wav"])[None]
@@ -236,7 +235,7 @@ def test_errors_name_what_is_wrong(run, model, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="router chooses its experts per task: pass tasks"):
         model.generate_batch(wav, None, "Who speaks?")
     # A model tested on ASR only (as the LibriSpeech recipe's):
-    monkeypatch.setattr(model.hparams, "instructions", {"asr": "Transcribe the speech."})
+    monkeypatch.setattr(model.hparams, "answers", {"asr": model.hparams.answers["asr"]})
     with pytest.raises(ValueError, match="not trained on task 'aac'; its tasks are: asr"):
         model.caption_file("any.wav")
 

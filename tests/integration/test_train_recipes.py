@@ -1,7 +1,6 @@
 """Each recipe prepares its fixture corpus, trains the tiny model 2 epochs and tests it."""
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -50,15 +49,13 @@ def test_librispeech_asr(tmp_path, corpora, whisper_dir, llama_dir):
         [f"--data_folder={corpora['librispeech']}", "--train_splits=[train-clean-100]",
          "--test_splits=[test-clean]"],
     )  # fmt: skip
-    metrics = read_metrics(out, "test-clean")
-    assert set(metrics) == {
-        "loss",
-        "test-clean/asr/WER",
-        "test-clean/asr/CER",
-        "test-clean/asr/WER_norm",
-        "test-clean/asr/CER_norm",
-        "routing/asr",
-    }
+    result = read_metrics(out, "test-clean")
+    (group,) = result.groups
+    assert (group.dataset, group.task, group.options, group.examples) == (
+        "test-clean", "asr", {}, 1
+    )  # fmt: skip
+    assert set(group.metrics) == {"WER", "CER", "WER_norm", "CER_norm"}
+    assert set(result.routing) == {"asr"}
     assert [h["id"] for h in _hypotheses(out, "test-clean")] == ["1089-134686-0000"]
     assert (out / "test_results" / "test-clean" / "test-clean_asr_wer.txt").exists()
     results = (out / "test_results" / "test-clean" / "results.txt").read_text()
@@ -69,8 +66,9 @@ def test_covost2_ast(tmp_path, corpora, whisper_dir, llama_dir):
     out, _ = _run(
         "CoVoST2/AST", tmp_path, whisper_dir, llama_dir, [f"--data_folder={corpora['covost']}"]
     )
-    metrics = read_metrics(out, "test")
-    assert {"loss", "test/ast/BLEU"} <= set(metrics)
+    result = read_metrics(out, "test")
+    assert result.metric("test", "ast", "BLEU", target_language="de") >= 0
+    assert result.groups[0].details["tokenizer"] == "13a"
     results = (out / "test_results" / "test" / "results.txt").read_text()
     assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp" in results
     assert _hypotheses(out, "test")[0]["references"] == ["Bis bald."]
@@ -84,8 +82,9 @@ def test_iemocap_er(tmp_path, corpora, whisper_dir, llama_dir):
         llama_dir,
         [f"--data_folder={corpora['iemocap']}", "--fold=2"],
     )
-    metrics = read_metrics(out, "iemocap")
-    assert {"loss", "iemocap/er/WA", "iemocap/er/UA", "iemocap/er/unparseable"} <= set(metrics)
+    (group,) = read_metrics(out, "iemocap").groups
+    assert {"WA", "UA", "unparseable"} <= set(group.metrics)
+    assert set(group.details["confusion"]) == set(group.details["labels"])
     results = (out / "test_results" / "iemocap" / "results.txt").read_text()
     assert "reference \\ predicted" in results and "<unparseable>" in results
 
@@ -94,9 +93,9 @@ def test_clotho_aac(tmp_path, corpora, whisper_dir, llama_dir):
     out, _ = _run(
         "Clotho/AAC", tmp_path, whisper_dir, llama_dir, [f"--data_folder={corpora['clotho']}"]
     )
-    metrics = read_metrics(out, "evaluation")
+    (group,) = read_metrics(out, "evaluation").groups
     names = {"BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "CIDEr_D"}
-    assert {f"evaluation/aac/{n}" for n in names} <= set(metrics)
+    assert names <= set(group.metrics)
     results = (out / "test_results" / "evaluation" / "results.txt").read_text()
     assert "METEOR" in results and "Java" in results
     assert len(_hypotheses(out, "evaluation")[0]["references"]) == 5
@@ -111,17 +110,18 @@ def test_multitask_reports_all_four_metrics(tmp_path, corpora, whisper_dir, llam
         multitask_arguments(corpora),
     )
     asr = read_metrics(out, "librispeech")
-    assert asr.keys() >= {"librispeech/asr/WER", "routing/asr"}
+    assert asr.metric("librispeech", "asr", "WER") >= 0
     # Test-time routing: each of the pool's two experts gets a share, adding up to 100%.
-    shares = re.findall(r"(\d):TinyConvEncoder (\d+)%", asr["routing/asr"])
-    assert [e for e, _ in shares] == ["0", "1"] and 99 <= sum(int(p) for _, p in shares) <= 101
+    shares = asr.routing["asr"]
+    assert list(shares) == ["0:TinyConvEncoder", "1:TinyConvEncoder"]
+    assert sum(shares.values()) == pytest.approx(100.0)
     assert (
         "[weak encoders chosen per task]"
         in (out / "test_results" / "librispeech" / "results.txt").read_text()
     )
-    assert read_metrics(out, "covost2").keys() >= {"covost2/ast/BLEU"}
-    assert read_metrics(out, "iemocap").keys() >= {"iemocap/er/UA"}
-    assert read_metrics(out, "clotho").keys() >= {"clotho/aac/CIDEr_D"}
+    assert read_metrics(out, "covost2").metric("covost2", "ast", "BLEU") >= 0
+    assert read_metrics(out, "iemocap").metric("iemocap", "er", "UA") >= 0
+    assert read_metrics(out, "clotho").metric("clotho", "aac", "CIDEr_D") >= 0
     log = (out / "train_log.txt").read_text()
     for task in ("asr", "ast", "er", "aac"):
         assert f"train loss_{task}:" in log and f"train routing_{task}:" in log

@@ -13,7 +13,8 @@ from fixture_corpora import (
     read_rows,
 )
 
-from speechbrain_mowe.dataio import TASKS, example_rng, load_audio, load_manifest
+from speechbrain_mowe.dataio import load_audio, load_manifest
+from speechbrain_mowe.tasks import TASKS, example_rng
 
 clotho = load_recipe("Clotho/clotho_prepare.py")
 

@@ -12,7 +12,8 @@ from fixture_corpora import (
     write_covost_table,
 )
 
-from speechbrain_mowe.dataio import TASKS, example_rng, load_audio, load_manifest
+from speechbrain_mowe.dataio import load_audio, load_manifest
+from speechbrain_mowe.tasks import TASKS, example_rng
 
 covost2 = load_recipe("CoVoST2/covost2_prepare.py")
 

@@ -9,7 +9,7 @@ from fixture_corpora import (
     read_rows,
 )
 
-from speechbrain_mowe.dataio import TASKS, example_rng
+from speechbrain_mowe.tasks import TASKS, example_rng
 
 iemocap = load_recipe("IEMOCAP/iemocap_prepare.py")
 FOUR = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}

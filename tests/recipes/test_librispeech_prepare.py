@@ -16,7 +16,8 @@ from fixture_corpora import (
     tone,
 )
 
-from speechbrain_mowe.dataio import TASKS, example_rng, load_manifest, save_audio
+from speechbrain_mowe.dataio import load_manifest, save_audio
+from speechbrain_mowe.tasks import TASKS, example_rng
 
 librispeech = load_recipe("LibriSpeech/librispeech_prepare.py")
 SPLITS = ["train-clean-100", "dev-clean", "test-clean"]

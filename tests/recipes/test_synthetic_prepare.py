@@ -14,12 +14,12 @@ import pytest
 import soundfile as sf
 from fixture_corpora import RECIPES, assert_second_run_does_no_work, load_recipe, read_rows
 
-from speechbrain_mowe.dataio import COLUMNS, TASKS, example_rng
-from speechbrain_mowe.metrics import make_scorer
+from speechbrain_mowe.dataio import COLUMNS
+from speechbrain_mowe.tasks import TASKS, example_rng
 
-sys.path.append(str(RECIPES / "Synthetic"))  # the script imports its sibling synthesis.py
+sys.path.append(str(RECIPES / "Synthetic"))  # the script imports its sibling modules
 synthetic = load_recipe("Synthetic/synthetic_prepare.py")
-synthesis = sys.modules["synthesis"]
+grammar, scenes = sys.modules["grammar"], sys.modules["scenes"]
 
 SIZES = {"train": 24, "valid": 4, "test": 8}
 SEED = 7
@@ -120,7 +120,7 @@ def test_too_small_a_training_split_is_refused(tmp_path):
 
 
 def test_translations_follow_gender_and_case(corpus):
-    translate = synthesis.translate
+    translate = grammar.translate
     assert translate("the small dog sees a red ball") == "der kleine Hund sieht einen roten Ball"
     assert translate("a woman carries my old cup in the kitchen today") == (
         "eine Frau trägt heute meine alte Tasse in der Küche"
@@ -181,18 +181,18 @@ def count_bursts(wav, frame=32):
 
 
 def test_captions_name_the_events_in_order_and_count_the_clicks(corpus):
-    Event = synthesis.Event
+    Event = scenes.Event
     scene = [Event("tone", "low"), Event("clicks", 2)]
-    assert synthesis.caption(scene) == "a low tone followed by two clicks"
-    references = synthesis.captions(scene, random.Random(0))
+    assert scenes.caption(scene) == "a low tone followed by two clicks"
+    references = scenes.captions(scene, random.Random(0))
     assert len(set(references)) == 5 and references[0] == "a low tone followed by two clicks"
     for text in references:
         assert ("two" in text or "pair" in text) and text.index("low") < text.index("click")
-    assert synthesis.caption([Event("noise"), Event("chirp", "rising"), Event("clicks", 3)]) == (
+    assert scenes.caption([Event("noise"), Event("chirp", "rising"), Event("clicks", 3)]) == (
         "a burst of noise followed by a rising chirp and then three clicks"
     )
     for count in (1, 2, 3):
-        wav = synthesis.render_scene([Event("clicks", count)], random.Random(count))
+        wav = scenes.render_scene([Event("clicks", count)], random.Random(count))
         assert count_bursts(wav) == count
     _, _, rows = corpus
     for split in synthetic.SPLITS:
@@ -203,7 +203,7 @@ def test_captions_name_the_events_in_order_and_count_the_clicks(corpus):
                 Event(*(int(p) if p.isdigit() else p for p in word.split(":")))
                 for word in row["events"].split()
             ]
-            assert 1 <= len(events) <= 3 and references[0] == synthesis.caption(events)
+            assert 1 <= len(events) <= 3 and references[0] == scenes.caption(events)
 
 
 def test_speaker_sex_follows_the_voice_variant(corpus):
@@ -215,7 +215,7 @@ def test_speaker_sex_follows_the_voice_variant(corpus):
         for row in table:
             variant = row["speaker"].split("+")[1]
             assert row["answer"] == row["sex"] == ("woman" if variant[0] == "f" else "man")
-    scorer = make_scorer("speaker_sex")
+    scorer = TASKS["speaker_sex"].make_scorer()  # the task the script registers
     scorer.append(["a", "b"], ["a woman", "Man."], ["woman", "woman"])
     assert scorer.summarize()["WA"] == 50.0
 

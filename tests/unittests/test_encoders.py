@@ -85,15 +85,15 @@ def test_whisper_mode_is_saved_with_the_model(whisper_dir):
         WhisperEncoder(whisper_dir, mode="30s")
 
 
-def test_long_input_is_refused_with_its_duration(short_whisper_dir):
+def test_long_audio_is_refused_with_its_duration(short_whisper_dir):
     encoder = WhisperEncoder(short_whisper_dir)
     assert encoder.max_seconds == 2.0
     with pytest.raises(ValueError, match=r"at most 2 s at once, got an input of 5\.00 s"):
         encoder(torch.randn(1, 80000))
 
 
-def test_long_input_chunks_equal_separate_windows(short_whisper_dir):
-    encoder = WhisperEncoder(short_whisper_dir, long_input="chunk").eval()
+def test_long_audio_chunks_equal_separate_windows(short_whisper_dir):
+    encoder = WhisperEncoder(short_whisper_dir, long_audio="chunk").eval()
     gen = torch.Generator().manual_seed(2)
     wavs = torch.randn(2, 80000, generator=gen) * 0.1  # 5 s and 3.1 s
     rel = torch.tensor([1.0, 49600 / 80000])

@@ -1,9 +1,10 @@
-"""The model families of ``hparams/`` built from tiny random checkpoints."""
+"""The model families (installed with the package, ``hparams/`` in a checkout)
+built from tiny random checkpoints."""
 
 import pytest
 import torch
 
-from speechbrain_mowe.experiment import load_family
+from speechbrain_mowe.families import FamilySpec, load_family
 from speechbrain_mowe.lobes import (
     BEATsEncoder,
     FrameStackProjector,
@@ -18,6 +19,7 @@ from speechbrain_mowe.lobes import (
     build_encoder,
     save_encoder,
 )
+from speechbrain_mowe.model import MoWEAudioLLM
 from speechbrain_mowe.tiny import make_tiny_beats, make_tiny_whisper
 
 FAMILIES = ["base_only", "mowe_paper", "salmonn_like", "wavllm_like"]
@@ -69,21 +71,21 @@ def sources(tmp_path_factory, whisper_dir, llama_dir):
 @pytest.fixture(scope="module")
 def families(sources):
     """Each family loaded once (the forward checks run in eval mode only)."""
-    return {name: load_family(name, sources, num_tasks=4) for name in FAMILIES}
+    return {name: load_family(name, sources) for name in FAMILIES}
 
 
 def _frozen(module):
     return not any(p.requires_grad for p in module.parameters())
 
 
-def _check_common(hparams, weak_dim=None, frozen_pool=True):
-    """Base encoder, freezing, LLM adaptation and the keys every family has."""
-    assert {"mowe_encoder", "projector", "llm", "aux_weight", "num_tasks"} <= set(hparams)
-    assert hparams["aux_weight"] == 0.1 and hparams["num_tasks"] == 4
-    mowe, llm = hparams["mowe_encoder"], hparams["llm"]
+def _check_common(model, weak_dim=None, frozen_pool=True):
+    """Base encoder, freezing, LLM adaptation and what every family's model has."""
+    assert isinstance(model, MoWEAudioLLM)
+    assert model.tasks == ["asr", "ast", "er", "aac"] and model.aux_weight == 0.1
+    mowe, llm = model.mowe_encoder, model.llm
     assert isinstance(mowe, MoWEEncoder)
     assert type(mowe.base) is WhisperEncoder and mowe.base.mode == "pad30"
-    assert mowe.base.long_input == "error"
+    assert mowe.base.long_audio == "refuse"
     assert mowe.freeze_base and _frozen(mowe.base)
     if weak_dim is not None and frozen_pool:
         assert mowe.freeze_weak and _frozen(mowe.weak_pool)
@@ -99,9 +101,9 @@ def _check_common(hparams, weak_dim=None, frozen_pool=True):
     return mowe
 
 
-def _run(hparams, expected_steps):
+def _run(model, expected_steps):
     """Encoder -> projector -> generate on a batch of two, in eval mode."""
-    mowe, projector, llm = (hparams[k].eval() for k in ("mowe_encoder", "projector", "llm"))
+    mowe, projector, llm = model.eval().mowe_encoder, model.projector, model.llm
     gen = torch.Generator().manual_seed(0)
     wavs = torch.randn(2, 8000, generator=gen) * 0.1
     wavs[1, 4000:] = 0
@@ -125,8 +127,8 @@ def _run(hparams, expected_steps):
 
 
 def test_mowe_paper(families):
-    hparams = families["mowe_paper"]
-    mowe = _check_common(hparams, weak_dim=1024)
+    model = families["mowe_paper"]
+    mowe = _check_common(model, weak_dim=1024)
     assert [type(w) for w in mowe.weak_pool] == [WhisperEncoder, HuBERTEncoder]
     tiny = mowe.weak_pool[0]
     assert (tiny.mode, tiny.output_dim) == ("pad30", 32)
@@ -138,49 +140,49 @@ def test_mowe_paper(families):
     assert router.dependent.net.in_features == BASE_DIM
     assert mowe.weak_fusion == "sum" and isinstance(mowe.base_norm, torch.nn.Identity)
     assert mowe.output_dim == BASE_DIM + 1024
-    projector = hparams["projector"]
+    projector = model.projector
     assert type(projector) is SequenceCNNProjector
     assert [conv.stride[0] for conv in projector.convs.layers] == [2, 2, 2]
     trainable = {n.split(".")[0] for n, p in mowe.named_parameters() if p.requires_grad}
     assert trainable == {"router", "projections"}
-    out = _run(hparams, expected_steps=[4, 2])  # ceil(frames / 8)
+    out = _run(model, expected_steps=[4, 2])  # ceil(frames / 8)
     assert out.routing.experts.shape == (2, 1)
 
 
 def test_base_only(families):
-    hparams = families["base_only"]
-    mowe = _check_common(hparams)
+    model = families["base_only"]
+    mowe = _check_common(model)
     assert len(mowe.weak_pool) == 0 and mowe.router is None
     assert mowe.output_dim == BASE_DIM
     assert not any(p.requires_grad for p in mowe.parameters())
-    projector = hparams["projector"]
+    projector = model.projector
     assert type(projector) is SequenceCNNProjector
     assert [conv.stride[0] for conv in projector.convs.layers] == [2, 2, 2]
-    out = _run(hparams, expected_steps=[4, 2])
+    out = _run(model, expected_steps=[4, 2])
     assert out.routing is None and float(out.aux_loss) == 0.0
 
 
 def test_salmonn_like(families):
-    hparams = families["salmonn_like"]
-    mowe = _check_common(hparams, weak_dim=768)
+    model = families["salmonn_like"]
+    mowe = _check_common(model, weak_dim=768)
     assert [type(w) for w in mowe.weak_pool] == [BEATsEncoder]
     assert mowe.router is None and mowe.weak_fusion == "concat"
     assert isinstance(mowe.base_norm, torch.nn.LayerNorm)
     assert isinstance(mowe.weak_norm, torch.nn.LayerNorm)
     assert mowe.output_dim == BASE_DIM + 768
-    projector = hparams["projector"]
+    projector = model.projector
     assert type(projector) is WindowQFormerProjector
     assert (projector.window, projector.num_queries) == (17, 1)
     assert len(projector.qformer.layers) == 2
     assert projector.queries.shape == (1, 768)
     assert projector.qformer.layers[0].self_attn.num_heads == 12
-    out = _run(hparams, expected_steps=[2, 1])  # ceil(frames / 17) windows, one query each
+    out = _run(model, expected_steps=[2, 1])  # ceil(frames / 17) windows, one query each
     assert out.routing is None and float(out.aux_loss) == 0.0
 
 
 def test_wavllm_like(families):
-    hparams = families["wavllm_like"]
-    mowe = _check_common(hparams, weak_dim=768, frozen_pool=False)
+    model = families["wavllm_like"]
+    mowe = _check_common(model, weak_dim=768, frozen_pool=False)
     assert [type(w) for w in mowe.weak_pool] == [WavLMEncoder]
     wavlm = mowe.weak_pool[0]
     assert wavlm.layer_logits is not None and wavlm.layer_logits.numel() == 3  # 2 layers + input
@@ -196,21 +198,40 @@ def test_wavllm_like(families):
     assert mowe.router is None and mowe.weak_fusion == "concat"
     assert isinstance(mowe.base_norm, torch.nn.Identity)
     assert mowe.output_dim == BASE_DIM + 768
-    projector = hparams["projector"]
+    projector = model.projector
     assert type(projector) is FrameStackProjector and projector.stack == 4
-    out = _run(hparams, expected_steps=[7, 4])  # ceil(frames / 4)
+    out = _run(model, expected_steps=[7, 4])  # ceil(frames / 4)
     assert out.routing is None
 
 
 def test_widths_and_dtype_are_overridable(sources):
-    hparams = load_family(
-        "salmonn_like", sources, weak_dim=16, qformer_dim=32, qformer_heads=4, llm_dtype="float32"
+    model = load_family(
+        "salmonn_like", sources, settings={"weak_dim": 16, "qformer_dim": 32},
+        qformer_heads=4, llm_dtype="float32",
+    )  # fmt: skip
+    assert model.mowe_encoder.output_dim == BASE_DIM + 16
+    assert model.projector.queries.shape == (1, 32)
+    assert model.projector.qformer.layers[0].self_attn.num_heads == 4
+    assert model.llm.model.get_input_embeddings().weight.dtype == torch.float32
+    # The model records how it was built: the family, the sources it used, every setting.
+    assert model.built_from == FamilySpec(
+        "salmonn_like",
+        {key: sources[key] for key in ("whisper_source", "beats_checkpoint", "llm_source")},
+        ("asr", "ast", "er", "aac"),
+        {"weak_dim": 16, "qformer_dim": 32, "qformer_heads": 4, "llm_dtype": "float32"},
     )
-    assert hparams["mowe_encoder"].output_dim == BASE_DIM + 16
-    assert hparams["projector"].queries.shape == (1, 32)
-    assert hparams["projector"].qformer.layers[0].self_attn.num_heads == 4
-    llm = hparams["llm"]
-    assert llm.model.get_input_embeddings().weight.dtype == torch.float32
+
+
+def test_tasks_set_the_router_and_unknown_settings_are_named(sources):
+    model = load_family("mowe_paper", sources, tasks=["asr", "er"], top_k=2)
+    assert model.tasks == ["asr", "er"]
+    assert model.mowe_encoder.router.independent.num_tasks == 2
+    assert model.mowe_encoder.router.top_k == 2
+    with pytest.raises(ValueError, match="'base_only' has no setting 'top_k'; its settings are: "
+                                         "tasks, llm_dtype, long_audio"):  # fmt: skip
+        load_family("base_only", sources, top_k=2)
+    with pytest.raises(ValueError, match="has no setting 'router'"):  # an object, not a setting
+        load_family("mowe_paper", sources, router=None)
 
 
 @pytest.mark.parametrize(
@@ -226,7 +247,7 @@ def test_widths_and_dtype_are_overridable(sources):
 def test_missing_source_names_the_key(sources, family, missing):
     given = {key: value for key, value in sources.items() if key != missing}
     with pytest.raises(ValueError, match=f"'{missing}' is a !PLACEHOLDER") as err:
-        load_family(family, given, num_tasks=4)
+        load_family(family, given)
     assert f"Model family '{family}'" in str(err.value)
     assert "model_sources" in str(err.value)
 
@@ -251,8 +272,8 @@ def conv_sources(tmp_path_factory, llama_dir):
 @pytest.mark.parametrize("name", ["conv_mowe", "conv_base_only"])
 def test_conv_families(conv_sources, name):
     sources, saved = conv_sources
-    hparams = load_family(name, sources, num_tasks=4)
-    mowe, llm = hparams["mowe_encoder"], hparams["llm"]
+    model = load_family(name, sources)
+    mowe, llm = model.mowe_encoder, model.llm
     # The base is the saved encoder, frozen, with its saved weights.
     assert mowe.base.output_dim == 24 and mowe.base.frame_rate == 50
     assert mowe.freeze_base and _frozen(mowe.base)
@@ -274,7 +295,7 @@ def test_conv_families(conv_sources, name):
         assert mowe.output_dim == 24 + 64 and out.routing.experts.shape == (2, 1)
     else:
         assert len(mowe.weak_pool) == 0 and mowe.router is None and mowe.output_dim == 24
-    audio, _ = hparams["projector"](out.feats, out.lens)
+    audio, _ = model.projector(out.feats, out.lens)
     assert audio.shape == (2, 7, llm.embedding_dim)  # ceil(25 / 4) steps
 
 

@@ -1,4 +1,4 @@
-"""Tasks, instructions and manifests."""
+"""Manifests: rows, files, several manifests mixed into one dataset."""
 
 import csv
 import json
@@ -7,72 +7,11 @@ import pytest
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from speechbrain_mowe.dataio import (
-    TASKS,
-    Task,
-    example_rng,
-    get_task,
     load_manifest,
     load_manifests,
     manifest_row,
-    register_task,
     write_manifest,
 )
-from speechbrain_mowe.dataio import tasks as tasks_module
-
-
-def test_builtin_tasks_have_paraphrases_and_a_fixed_eval_instruction():
-    for name in ("asr", "ast", "er", "aac"):
-        task = get_task(name)
-        assert len(task.instructions) >= 4
-        assert len(set(task.instructions)) == len(task.instructions)
-        assert task.eval_instruction == task.instructions[0]
-    assert TASKS["ast"].fields == ("source_language", "target_language")
-    assert TASKS["er"].instruction(labels="neutral, sad") == (
-        "Which emotion does the speaker express? Answer with one of: neutral, sad."
-    )
-    assert (
-        TASKS["ast"].instruction(source_language="zh-CN", target_language="en")
-        == "Translate the Chinese speech into English."
-    )
-
-
-def test_paraphrase_choice_depends_only_on_seed_and_id():
-    ids = [f"utt{i}" for i in range(200)]
-    first = [TASKS["asr"].instruction(example_rng(3, i)) for i in ids]
-    again = [TASKS["asr"].instruction(example_rng(3, i)) for i in reversed(ids)][::-1]
-    other_seed = [TASKS["asr"].instruction(example_rng(4, i)) for i in ids]
-    assert first == again
-    assert first != other_seed
-    assert set(first) == set(TASKS["asr"].instructions)  # every paraphrase is used
-
-
-def test_missing_template_values_and_unknown_tasks_are_named():
-    with pytest.raises(KeyError, match=r"Task 'ast' needs values for \['target_language'\]"):
-        TASKS["ast"].instruction(source_language="en")
-    with pytest.raises(KeyError, match="Unknown task 'sid'. Known tasks: aac, asr, ast, er"):
-        get_task("sid")
-    with pytest.raises(ValueError, match="at least one instruction"):
-        Task("empty", instructions=())
-
-
-def test_a_user_task_needs_no_library_change(tmp_path, monkeypatch):
-    monkeypatch.setattr(tasks_module, "TASKS", dict(TASKS))
-    sid = tasks_module.register_task(
-        Task("speaker_age", instructions=("Is the speaker a child or an adult?", "How old?"))
-    )
-    assert tasks_module.get_task("speaker_age") is sid
-    with pytest.raises(ValueError, match="already registered"):
-        tasks_module.register_task(Task("speaker_age", instructions=("Other?",)))
-    row = manifest_row(
-        "s1", tmp_path / "s1.wav", tmp_path, 1.0, sid.name, sid.instruction(), "adult"
-    )
-    write_manifest(tmp_path / "sex.csv", [row])
-    loaded = load_manifest(tmp_path / "sex.csv", tmp_path)
-    assert loaded["s1"]["task"] == "speaker_age" and loaded["s1"]["answer"] == "adult"
-
-
-def test_register_task_keeps_identical_redefinitions():
-    assert register_task(Task("asr", TASKS["asr"].instructions)) == TASKS["asr"]
 
 
 def test_manifest_round_trip_with_awkward_text(tmp_path):

@@ -10,20 +10,16 @@ import sacrebleu
 
 from speechbrain_mowe.metrics import (
     NOT_COMPUTED,
-    SCORERS,
     ASRScorer,
     CaptionScorer,
-    EmotionScorer,
-    Scorer,
+    LabelScorer,
     TranslationScorer,
     bleu_n,
     bleu_tokenizer,
     caption_tokens,
     cider_d,
     english_normalizer,
-    make_scorer,
     parse_label,
-    register_scorer,
     rouge_l,
 )
 from speechbrain_mowe.metrics import asr as asr_module
@@ -183,7 +179,7 @@ def test_parse_multi_word_labels():
 
 
 def test_weighted_and_unweighted_accuracy():
-    scorer = EmotionScorer(labels=LABELS)
+    scorer = LabelScorer(labels=LABELS)
     scorer.append(
         ["n1", "n2", "n3", "n4", "h1", "h2", "a1"],
         [
@@ -217,7 +213,7 @@ def test_weighted_and_unweighted_accuracy():
 
 
 def test_label_set_defaults_to_the_references():
-    scorer = EmotionScorer()
+    scorer = LabelScorer()
     scorer.append(["a", "b", "c"], ["sad", "angry", "sad"], ["sad", "sad", "neutral"])
     scores = scorer.summarize()
     # labels {neutral, sad}: "angry" is not one of them, so b is unparseable
@@ -229,7 +225,7 @@ def test_label_set_defaults_to_the_references():
 
 
 def test_reference_outside_the_label_set_is_refused():
-    scorer = EmotionScorer(labels=LABELS)
+    scorer = LabelScorer(labels=LABELS)
     with pytest.raises(ValueError, match="'x7'.*'excited'"):
         scorer.append(["x7"], ["happy"], ["excited"])
     assert scorer.ids == []
@@ -347,47 +343,7 @@ def test_empty_caption_scores_zero():
     assert [scores[k] for k in ("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr_D")] == [0.0] * 4
 
 
-# ---------------------------------------------------------------- registry and interface
-
-
-def test_tasks_are_registered():
-    # The package's own; recipes may add theirs (the synthetic one adds speaker_sex).
-    assert {"aac", "asr", "ast", "er"} <= set(SCORERS.names())
-    scorer = make_scorer("ast", target_language="zh-CN")
-    assert isinstance(scorer, TranslationScorer) and scorer.tokenizer == "zh"
-    assert isinstance(make_scorer("asr"), ASRScorer)
-    assert isinstance(make_scorer("er", labels=LABELS), EmotionScorer)
-    assert isinstance(make_scorer("aac"), CaptionScorer)
-
-
-def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(KeyError, match="'kws'.*aac, asr, ast, er"):
-        make_scorer("kws")
-
-
-def test_a_new_task_gets_its_scorer(monkeypatch, tmp_path):
-    monkeypatch.setattr(SCORERS, "_factories", dict(SCORERS._factories))
-
-    class ExactMatch(Scorer):
-        def __init__(self):
-            super().__init__()
-            self.hits = []
-
-        def _add(self, ids, hypotheses, references):
-            self.hits.extend(h == r for h, r in zip(hypotheses, references))
-
-        def _summarize(self):
-            return {"accuracy": 100.0 * sum(self.hits) / len(self.hits)}
-
-        def summary_lines(self):
-            return [f"accuracy: {self.summarize()['accuracy']:.1f}"]
-
-    register_scorer("exact", ExactMatch)
-    scorer = make_scorer("exact")
-    scorer.append(["a", "b"], ["yes", "no"], ["yes", "yes"])
-    assert scorer.summarize() == {"accuracy": 50.0}
-    (path,) = scorer.write(tmp_path / "exact")
-    assert path.read_text() == "accuracy: 50.0\n"
+# ---------------------------------------------------------------- interface
 
 
 @pytest.mark.parametrize(
@@ -395,7 +351,7 @@ def test_a_new_task_gets_its_scorer(monkeypatch, tmp_path):
     [
         (ASRScorer(), "a"),
         (TranslationScorer("de"), "a"),
-        (EmotionScorer(), "a"),
+        (LabelScorer(), "a"),
         (CaptionScorer(), ["a"]),
     ],
 )
@@ -414,4 +370,4 @@ def test_duplicate_ids_are_refused(scorer, reference):
 
 def test_nothing_to_score():
     with pytest.raises(ValueError, match="nothing was appended"):
-        EmotionScorer().summarize()
+        LabelScorer().summarize()

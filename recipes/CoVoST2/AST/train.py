@@ -13,7 +13,7 @@ import sys
 
 from speechbrain.utils.distributed import run_on_main
 
-from speechbrain_mowe.experiment import add_recipe_folder, setup_experiment, train_and_evaluate
+from speechbrain_mowe.training import add_recipe_folder, setup_experiment, train_and_evaluate
 
 add_recipe_folder(__file__)
 from covost2_prepare import prepare_covost2  # noqa: E402

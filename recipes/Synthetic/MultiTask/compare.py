@@ -9,7 +9,7 @@ task's test metric side by side, the weak encoders each task chose, and the
 total wall time, and writes them to ``<experiment_folder>/comparison.md``
 and ``comparison.json``. The trained models stay in
 ``<experiment_folder>/<family>/`` and load with
-``MoWEAudioLLM.from_hparams(source=<experiment_folder>/<family>)``.
+``PretrainedAudioLLM.from_hparams(source=<experiment_folder>/<family>)``.
 
 To run (about ten minutes on two CPU cores)::
 
@@ -20,41 +20,29 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Mapping
 
 from speechbrain.utils.distributed import run_on_main
 
-from speechbrain_mowe.experiment import setup_experiment
+from speechbrain_mowe.tasks import get_task
+from speechbrain_mowe.training import setup_experiment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train  # noqa: E402
-from synthetic_prepare import SEX_LABELS  # noqa: E402  (importable once train is)
-
-#: (task, metric, how it reads): the metric each task is compared on.
-METRICS = [
-    ("asr", "WER", "WER % (lower is better)"),
-    ("asr", "CER", "CER % (lower is better)"),
-    ("ast", "BLEU", "BLEU (higher is better)"),
-    ("er", "WA", "accuracy % (higher is better)"),
-    ("er", "UA", "unweighted accuracy %"),
-    ("aac", "CIDEr_D", "CIDEr-D (higher is better)"),
-    ("aac", "BLEU_4", "BLEU-4"),
-    ("speaker_sex", "WA", "accuracy % (higher is better)"),
-]
 
 
-def family_summary(brain, seconds: float) -> Dict:
-    """Test metrics, routing, sizes and training time of one trained model."""
-    stats = brain.test_results["test"]
-    metrics = {}
-    for task, metric, _ in METRICS:
-        key = f"{task}/{task}/{metric}"
-        if key in stats:
-            metrics[f"{task}/{metric}"] = stats[key]
+def family_summary(brain, tasks, seconds: float) -> Dict:
+    """Test metrics (``{task: {metric: value}}``, the metrics each task
+    reports), routing, sizes and training time of one trained model."""
+    result = brain.test_results["test"]
+    metrics = {
+        task: {m.name: result.metric(task, task, m.name) for m in get_task(task).metrics}
+        for task in tasks
+    }
     params = list(brain.modules.parameters())
     return {
         "metrics": metrics,
-        "routing": {k.split("/")[1]: v for k, v in stats.items() if k.startswith("routing/")},
+        "routing": result.routing,
         "trainable_parameters": sum(p.numel() for p in params if p.requires_grad),
         "parameters": sum(p.numel() for p in params),
         "seconds": round(seconds, 1),
@@ -62,21 +50,30 @@ def family_summary(brain, seconds: float) -> Dict:
     }
 
 
-def comparison_table(results: Dict[str, Dict], chance: Dict[str, float]) -> List[str]:
+def chance_levels(tasks, scorer_options: Mapping) -> Dict[str, float]:
+    """The accuracy of guessing, for the tasks scored over a label set."""
+    chance = {}
+    for name in tasks:
+        task = get_task(name)
+        labels = {**task.scorer_options, **scorer_options.get(name, {})}.get("labels")
+        if labels:
+            chance[name] = 100.0 / len(labels)
+    return chance
+
+
+def comparison_table(results: Dict[str, Dict], tasks, chance: Dict[str, float]) -> List[str]:
     """Markdown lines: one row per metric, one column per family."""
     families = list(results)
     lines = [
         "| task | metric | " + " | ".join(families) + " | chance |",
         "|---|---|" + "---:|" * (len(families) + 1),
     ]
-    for task, metric, reading in METRICS:
-        values = [results[f]["metrics"].get(f"{task}/{metric}") for f in families]
-        if all(v is None for v in values):
-            continue
-        cells = ["" if v is None else f"{v:.2f}" for v in values]
-        level = chance.get(task) if metric in ("WA", "UA") else None
-        cells.append("" if level is None else f"{level:.2f}")
-        lines.append(f"| {task} | {reading} | " + " | ".join(cells) + " |")
+    for task in tasks:
+        for metric in get_task(task).metrics:
+            cells = [f"{results[f]['metrics'][task][metric.name]:.2f}" for f in families]
+            level = chance.get(task) if metric.name in ("WA", "UA") else None
+            cells.append("" if level is None else f"{level:.2f}")
+            lines.append(f"| {task} | {metric.reading} | " + " | ".join(cells) + " |")
     sizes = (("trainable parameters", "trainable_parameters"), ("training + test s", "seconds"))
     for label, key in sizes:
         cells = [str(results[f][key]) for f in families]
@@ -92,20 +89,23 @@ def main(argv):
     run_on_main(train.prepare_experiment, args=[settings, run_opts])
     prepared = time.time() - start
     others = [arg for arg in argv if not arg.startswith("--model_family")]
+    tasks = settings["tasks"]
     results = {}
     for family in settings["compare_families"]:
         began = time.time()
         brain = train.main(others + [f"--model_family={family}"], prepare=False)
-        results[family] = family_summary(brain, time.time() - began)
-    labels = {"er": settings["emotion_labels"], "speaker_sex": SEX_LABELS}
-    chance = {task: 100.0 / len(names) for task, names in labels.items()}
+        results[family] = family_summary(brain, tasks, time.time() - began)
+    chance = chance_levels(tasks, settings["scorer_options"])
 
     lines = ["# MoWE vs base-only on the synthetic tasks (test split)", ""]
-    lines += comparison_table(results, chance)
+    lines += comparison_table(results, tasks, chance)
     for family, result in results.items():
         if result["routing"]:
             lines += ["", f"Weak encoders chosen per task ({family}, test split):"]
-            lines += [f"- {task}: {shares}" for task, shares in result["routing"].items()]
+            lines += [
+                f"- {task}: " + ", ".join(f"{e} {s:.0f}%" for e, s in shares.items())
+                for task, shares in result["routing"].items()
+            ]
     total = time.time() - start
     lines += [
         "",

@@ -7,7 +7,7 @@ sound scenes), a base encoder pre-trained for ASR alone with CTC
 (``base_encoder.py``), and a small random LLM whose tokenizer is trained on
 the corpus's lexicon. Then the model family of ``model_family`` is trained
 on the four tasks, validated, and tested on each; the trained folder also
-holds ``inference.yaml`` for :class:`speechbrain_mowe.inference.MoWEAudioLLM`.
+holds ``inference.yaml`` for :class:`speechbrain_mowe.inference.PretrainedAudioLLM`.
 
 To run (a few minutes on a laptop CPU)::
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from speechbrain.utils.distributed import run_on_main
 
-from speechbrain_mowe.experiment import add_recipe_folder, setup_experiment, train_and_evaluate
 from speechbrain_mowe.tiny import make_tiny_llm
+from speechbrain_mowe.training import add_recipe_folder, setup_experiment, train_and_evaluate
 
 add_recipe_folder(__file__)
 from base_encoder import pretrain_base_encoder  # noqa: E402

@@ -2,14 +2,14 @@ import pytest
 import torch
 
 from speechbrain_mowe.lobes import (
-    AudioLLM,
     DataDependentRouter,
+    LanguageModel,
     MoWEEncoder,
     SequenceCNNProjector,
     TinyConvEncoder,
     WhisperEncoder,
 )
-from speechbrain_mowe.lobes.audio_llm import IGNORE_INDEX
+from speechbrain_mowe.lobes.language_model import IGNORE_INDEX
 
 INSTRUCTIONS = [
     "transcribe the audio .",
@@ -36,7 +36,7 @@ def llm_dir(request, llama_dir, qwen_dir):
 
 
 def test_prompt_is_cut_at_the_placeholder(llama_dir):
-    llm = AudioLLM(llama_dir)
+    llm = LanguageModel(llama_dir)
     prefix, suffix = llm.tokenize_prompt("describe the sound .")
     decode = llm.tokenizer.decode
     assert decode(prefix) == "<s><|user|>"
@@ -49,7 +49,7 @@ def test_prompt_is_cut_at_the_placeholder(llama_dir):
 
 
 def test_training_batch_matches_per_example_construction(llm_dir):
-    llm = AudioLLM(llm_dir, lora_rank=4, lora_dropout=0.0).eval()
+    llm = LanguageModel(llm_dir, lora_rank=4, lora_dropout=0.0).eval()
     _randomise_lora(llm)
     prefix, suffix = llm.tokenize_prompts(INSTRUCTIONS[:3])
     answer = llm.tokenize_answers(["one two", "eins zwei drei vier", "a bird"])
@@ -76,7 +76,7 @@ def test_training_batch_matches_per_example_construction(llm_dir):
 
 
 def test_gradients_reach_lora_only(llama_dir):
-    llm = AudioLLM(llama_dir, lora_rank=4)
+    llm = LanguageModel(llama_dir, lora_rank=4)
     prefix, suffix = llm.tokenize_prompts(INSTRUCTIONS[:2])
     answer = llm.tokenize_answers(["one", "two"])
     audio = torch.randn(2, 4, llm.embedding_dim, requires_grad=True)
@@ -94,7 +94,7 @@ def _pipeline(whisper_dir, llm_dir):
         TinyConvEncoder(n_mels=24, strides=(2, 2, 2)),
     ]
     mowe = MoWEEncoder(base, pool, DataDependentRouter(base.output_dim, 2), weak_dim=16)
-    llm = AudioLLM(llm_dir, lora_rank=4)
+    llm = LanguageModel(llm_dir, lora_rank=4)
     _randomise_lora(llm)
     projector = SequenceCNNProjector(mowe.output_dim, llm.embedding_dim, downsample=4)
     return mowe.eval(), projector.eval(), llm.eval()
@@ -126,7 +126,7 @@ def test_generation_is_batch_invariant(whisper_dir, llm_dir, num_beams):
 
 
 def test_generation_stops_at_the_end_token(llama_dir):
-    llm = AudioLLM(llama_dir, lora_rank=0).eval()
+    llm = LanguageModel(llama_dir, lora_rank=0).eval()
     with torch.no_grad():  # make the end token the most likely next token everywhere
         head = llm.model.get_output_embeddings()
         head.weight.zero_()
@@ -137,7 +137,9 @@ def test_generation_stops_at_the_end_token(llama_dir):
 
 
 def test_lora_adapters_reload_into_a_fresh_model(tmp_path, llama_dir):
-    llm = AudioLLM(llama_dir, lora_rank=4, lora_target_modules=["q_proj", "v_proj", "down_proj"])
+    llm = LanguageModel(
+        llama_dir, lora_rank=4, lora_target_modules=["q_proj", "v_proj", "down_proj"]
+    )
     _randomise_lora(llm, seed=1)
     llm.eval()
     path = tmp_path / "llm.ckpt"
@@ -152,7 +154,9 @@ def test_lora_adapters_reload_into_a_fresh_model(tmp_path, llama_dir):
     audio = torch.randn(2, 5, 64)
     expected = llm(audio, torch.tensor([1.0, 0.6]), prefix, suffix, answer).logits
 
-    fresh = AudioLLM(llama_dir, lora_rank=4, lora_target_modules=["q_proj", "v_proj", "down_proj"])
+    fresh = LanguageModel(
+        llama_dir, lora_rank=4, lora_target_modules=["q_proj", "v_proj", "down_proj"]
+    )
     fresh.eval()
     before = fresh(audio, torch.tensor([1.0, 0.6]), prefix, suffix, answer).logits
     assert not torch.allclose(before, expected)
@@ -160,8 +164,8 @@ def test_lora_adapters_reload_into_a_fresh_model(tmp_path, llama_dir):
     after = fresh(audio, torch.tensor([1.0, 0.6]), prefix, suffix, answer).logits
     assert torch.equal(after, expected)
 
-    other = AudioLLM(llama_dir, lora_rank=4, lora_target_modules=["q_proj"])
-    with pytest.raises(KeyError, match="unknown to AudioLLM"):
+    other = LanguageModel(llama_dir, lora_rank=4, lora_target_modules=["q_proj"])
+    with pytest.raises(KeyError, match="unknown to LanguageModel"):
         other._load_trainable(path)
 
 
@@ -177,7 +181,7 @@ def test_missing_chat_template_is_a_clear_error(tmp_path, llama_dir):
     (target / "chat_template.jinja").unlink(missing_ok=True)
     tokenizer.save_pretrained(target)
     with pytest.raises(ValueError, match="has no chat template"):
-        AudioLLM(str(target))
+        LanguageModel(str(target))
 
 
 def test_pipeline_gradients_reach_trainable_parts_only(whisper_dir, llama_dir):

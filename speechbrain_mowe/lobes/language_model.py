@@ -30,7 +30,7 @@ IGNORE_INDEX = -100
 Tokens = Tuple[torch.Tensor, torch.Tensor]
 
 
-class AudioLLMOutput(NamedTuple):
+class LanguageModelOutput(NamedTuple):
     """Training forward result.
 
     logits : torch.Tensor
@@ -57,7 +57,7 @@ def answer_token_losses(
     Arguments
     ---------
     logits : torch.Tensor
-        ``[b, t, v]`` from :meth:`AudioLLM.forward`.
+        ``[b, t, v]`` from :meth:`LanguageModel.forward`.
     labels : torch.Tensor
         ``[b, t]`` aligned with the inputs (-100 = ignored).
 
@@ -80,7 +80,7 @@ def answer_token_losses(
     return token_losses.sum(1), (targets != IGNORE_INDEX).sum(1)
 
 
-class AudioLLM(TrainableStateMixin, nn.Module):
+class LanguageModel(TrainableStateMixin, nn.Module):
     """A causal LM with LoRA adapters that takes audio embeddings in its prompt.
 
     Arguments
@@ -119,7 +119,7 @@ class AudioLLM(TrainableStateMixin, nn.Module):
     >>> import tempfile
     >>> from speechbrain_mowe.tiny import make_tiny_llm
     >>> path = make_tiny_llm(tempfile.mkdtemp())  # or a hub name
-    >>> llm = AudioLLM(path, lora_rank=8).eval()
+    >>> llm = LanguageModel(path, lora_rank=8).eval()
     >>> prefix, suffix = llm.tokenize_prompts(["Transcribe the audio."])
     >>> audio = torch.randn(1, 20, llm.embedding_dim)
     >>> tokens = llm.generate(audio, torch.ones(1), prefix, suffix, max_new_tokens=5)
@@ -287,7 +287,7 @@ class AudioLLM(TrainableStateMixin, nn.Module):
         suffix: Tokens,
         answer: Tokens,
         return_loss: bool = True,
-    ) -> AudioLLMOutput:
+    ) -> LanguageModelOutput:
         """Teacher-forced logits and the answer cross-entropy.
 
         Arguments
@@ -314,7 +314,7 @@ class AudioLLM(TrainableStateMixin, nn.Module):
         if return_loss:
             sums, counts = answer_token_losses(logits, labels)
             loss = sums.sum() / counts.sum()
-        return AudioLLMOutput(logits, loss, labels)
+        return LanguageModelOutput(logits, loss, labels)
 
     @torch.no_grad()
     def generate(

@@ -2,10 +2,10 @@
 
 A recipe parses its command line with :func:`setup_experiment`, prepares its
 corpus, and hands over to :func:`train_and_evaluate`, which builds the data
-(:func:`dataio_prepare`), the :class:`~speechbrain_mowe.brain.MoWEBrain`,
-trains and tests. Model families live in the repository's ``hparams/``
-folder and are loaded by :func:`load_family`, so one line of the recipe's
-YAML (or ``--model_family=...``) switches between them.
+(:func:`dataio_prepare`) and the :class:`~speechbrain_mowe.training.MoWEBrain`,
+trains, tests, and writes the inference folder. The model is the recipe's
+``model`` (see :func:`speechbrain_mowe.families.load_family`), so one line of
+the recipe's YAML (or ``--model_family=...``) switches between families.
 
 The data part of a recipe's YAML::
 
@@ -15,20 +15,23 @@ The data part of a recipe's YAML::
     train_weights: null             # or source -> weight (multi-task mixing)
     valid_data: {dev-clean: manifests/dev-clean.csv}
     test_data: {test-clean: manifests/test-clean.csv}
-    max_batch_duration: 200         # padded seconds per batch
+    max_batch_duration: 200         # padded seconds per training batch
+    max_batch_size: 32
+    eval_max_batch_duration: 200    # the same for validation and test batches
+    eval_max_batch_size: 32
 """
 
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Sequence, Tuple
 
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataset import DynamicItemDataset
-from speechbrain.utils.distributed import ddp_init_group, is_distributed_initialized
+from speechbrain.utils.distributed import ddp_init_group, is_distributed_initialized, run_on_main
 
 from speechbrain_mowe.dataio import (
     DurationBatchSampler,
@@ -39,12 +42,14 @@ from speechbrain_mowe.dataio import (
     load_manifests,
     prompt_pipeline,
 )
+from speechbrain_mowe.export import evaluation_instructions, window_seconds, write_inference_folder
+from speechbrain_mowe.model import MoWEAudioLLM
+from speechbrain_mowe.tasks import get_task
+from speechbrain_mowe.training.brain import MoWEBrain
 
 logger = logging.getLogger(__name__)
 
-#: Where the shared model families (``<name>.yaml``) live in a checkout.
-FAMILIES_FOLDER = Path(__file__).resolve().parents[1] / "hparams"
-#: Columns every batch carries.
+#: Columns every batch carries (and the option columns of its tasks).
 OUTPUT_KEYS = [
     "id",
     "sig",
@@ -57,64 +62,6 @@ OUTPUT_KEYS = [
     "answer",
     "references",
 ]
-#: Columns carried when the manifests have them (used by the metrics).
-OPTIONAL_KEYS = ["target_language"]
-
-
-def family_path(name: str) -> Path:
-    """The YAML file of a model family: a name from ``hparams/`` or a path.
-
-    Example
-    -------
-    >>> family_path("tiny_mowe").name
-    'tiny_mowe.yaml'
-    """
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise FileNotFoundError(f"Model family file {path} does not exist")
-        return path
-    path = FAMILIES_FOLDER / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in FAMILIES_FOLDER.glob("*.yaml"))
-        raise FileNotFoundError(
-            f"Unknown model family '{name}'. Known families: {', '.join(known)} "
-            "(or give the path of a .yaml file)"
-        )
-    return path
-
-
-def load_family(name: str, sources: Optional[Mapping[str, str]] = None, **settings) -> Dict:
-    """Loads a model family's YAML with its sources filled in.
-
-    Arguments
-    ---------
-    name : str
-        A family in ``hparams/`` (``tiny_mowe``, ``mowe_paper``, ``base_only``,
-        ``salmonn_like``, ``wavllm_like``) or a YAML path.
-    sources : mapping, optional
-        Values for the family's ``!PLACEHOLDER`` model paths; keys a family
-        does not use are ignored, so one mapping can serve several families.
-    **settings
-        Further overrides (e.g. ``num_tasks``).
-
-    Returns
-    -------
-    dict
-        The family's objects, including ``mowe_encoder``, ``projector`` and ``llm``.
-    """
-    path = family_path(name)
-    overrides = {**(sources or {}), **settings}
-    try:
-        with open(path) as f:
-            return load_hyperpyyaml(f, overrides, overrides_must_match=False)
-    except ValueError as err:
-        if "!PLACEHOLDER" not in str(err):
-            raise
-        raise ValueError(
-            f"Model family '{name}' ({path}): {err} Give it in the recipe's `model_sources`, "
-            f'e.g. --model_sources="{{key: /path/or/hub-name, ...}}"'
-        ) from None
 
 
 def setup_experiment(
@@ -189,7 +136,7 @@ def task_manifests(folder: str, tasks: Sequence[str], split: str) -> Dict[str, s
 
 
 class ExperimentData(NamedTuple):
-    """Datasets and the loader settings :class:`~speechbrain_mowe.brain.MoWEBrain` needs."""
+    """Datasets and the loader settings :class:`~speechbrain_mowe.training.MoWEBrain` needs."""
 
     train: DynamicItemDataset
     train_loader_kwargs: Dict
@@ -204,7 +151,7 @@ def _roots(data_root, sources) -> Dict[str, str]:
     return {source: data_root for source in sources}
 
 
-def _dataset(manifests: Mapping[str, str], hparams: Dict, llm):
+def _dataset(manifests: Mapping[str, str], hparams: Dict, model: MoWEAudioLLM):
     """A dataset over several manifests with the audio and prompt pipelines."""
     for source, paths in manifests.items():
         for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
@@ -215,10 +162,10 @@ def _dataset(manifests: Mapping[str, str], hparams: Dict, llm):
                 )
     dataset, groups = load_manifests(manifests, _roots(hparams["data_root"], manifests))
     dataset.add_dynamic_item(audio_pipeline(min_duration=hparams.get("min_duration", 0.0)))
-    dataset.add_dynamic_item(prompt_pipeline(llm, hparams["tasks"]))
+    dataset.add_dynamic_item(prompt_pipeline(model.llm, model.tasks))
     first = next(iter(dataset.data.values()), {})
-    keys = OUTPUT_KEYS + [key for key in OPTIONAL_KEYS if key in first]
-    dataset.set_output_keys(keys)
+    options = {column for task in model.tasks for column in get_task(task).option_columns}
+    dataset.set_output_keys(OUTPUT_KEYS + sorted(key for key in options if key in first))
     return dataset, groups
 
 
@@ -226,8 +173,8 @@ def _eval_kwargs(dataset, hparams: Dict) -> Dict:
     batches = DurationBatchSampler(
         range(len(dataset)),
         durations(dataset),
-        max_batch_duration=hparams.get("eval_max_batch_duration", hparams["max_batch_duration"]),
-        max_batch_size=hparams.get("eval_max_batch_size", hparams.get("max_batch_size")),
+        max_batch_duration=hparams["eval_max_batch_duration"],
+        max_batch_size=hparams.get("eval_max_batch_size"),
         shuffle=False,
     )
     return {
@@ -237,7 +184,7 @@ def _eval_kwargs(dataset, hparams: Dict) -> Dict:
     }
 
 
-def dataio_prepare(hparams: Dict, llm) -> ExperimentData:
+def dataio_prepare(hparams: Dict, model: MoWEAudioLLM) -> ExperimentData:
     """Builds the training, validation and test data of a recipe.
 
     Training draws ``num_samples`` examples per epoch (default: all) from the
@@ -250,10 +197,11 @@ def dataio_prepare(hparams: Dict, llm) -> ExperimentData:
     ---------
     hparams : dict
         The recipe's hyperparameters (see the module docstring).
-    llm : speechbrain_mowe.lobes.AudioLLM
-        Tokenizes the prompts and answers.
+    model : MoWEAudioLLM
+        Its language model tokenizes the prompts and answers; its tasks give
+        the router's task ids.
     """
-    train, groups = _dataset(hparams["train_data"], hparams, llm)
+    train, groups = _dataset(hparams["train_data"], hparams, model)
     weights = hparams.get("train_weights") or {name: len(idx) for name, idx in groups.items()}
     seed = hparams.get("seed", 0)
     mixture = WeightedMixtureSampler(groups, weights, hparams.get("num_samples"), seed=seed)
@@ -274,85 +222,59 @@ def dataio_prepare(hparams: Dict, llm) -> ExperimentData:
         # dropout and router noise would differ from an uninterrupted one's.
         "generator": torch.Generator().manual_seed(seed),
     }
-    valid, _ = _dataset(hparams["valid_data"], hparams, llm)
+    valid, _ = _dataset(hparams["valid_data"], hparams, model)
     tests = {}
     for name, manifest in hparams["test_data"].items():
         manifests = manifest if isinstance(manifest, Mapping) else {name: manifest}
-        dataset, _ = _dataset(manifests, hparams, llm)
+        dataset, _ = _dataset(manifests, hparams, model)
         tests[name] = (dataset, _eval_kwargs(dataset, hparams))
     return ExperimentData(train, train_kwargs, valid, _eval_kwargs(valid, hparams), tests)
 
 
-#: The modules of a model family that the Brain trains and checkpoints.
-MODEL_PARTS = ("mowe_encoder", "projector", "llm")
-
-
-def build_model(hparams: Dict) -> Dict:
-    """The recipe's model family, built now if its YAML deferred it.
+def build_model(hparams: Dict) -> MoWEAudioLLM:
+    """The recipe's ``model``, built now if its YAML deferred it.
 
     A recipe whose model sources are made by its own preparation (the
     synthetic recipe pre-trains its base encoder and builds its LLM) cannot
     build the model when its YAML is loaded; it declares
-    ``model: !name:speechbrain_mowe.experiment.load_family`` instead, and
-    this calls it. ``modules``, ``aux_weight`` and the checkpointer's
-    recoverables are filled from the family where the YAML does not give
-    them.
-
-    Arguments
-    ---------
-    hparams : dict
-        The recipe's hyperparameters; updated in place.
-
-    Returns
-    -------
-    dict
-        The family's objects (see :func:`load_family`).
+    ``model: !name:speechbrain_mowe.families.load_family`` instead, and
+    this calls it.
     """
     model = hparams["model"]
-    if callable(model):
-        model = hparams["model"] = model()
-    hparams.setdefault("modules", {name: model[name] for name in MODEL_PARTS})
-    hparams.setdefault("aux_weight", model.get("aux_weight", 0.1))
-    checkpointer = hparams.get("checkpointer")
-    if checkpointer is not None:
-        for name in MODEL_PARTS:
-            if name not in checkpointer.recoverables:
-                checkpointer.add_recoverable(name, hparams["modules"][name])
-    return model
+    return model() if callable(model) and not isinstance(model, torch.nn.Module) else model
 
 
-def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=None):
-    """Trains a recipe's model, then scores it on every test set.
+def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=MoWEBrain) -> MoWEBrain:
+    """Trains a recipe's model, scores it on every test set, and writes the
+    inference folder into ``output_folder``
+    (:func:`speechbrain_mowe.export.write_inference_folder`).
 
     Arguments
     ---------
     hparams : dict
-        The recipe's hyperparameters; a deferred model is built first
-        (:func:`build_model`).
+        The recipe's hyperparameters.
     run_opts : dict
         SpeechBrain's run options.
-    brain_class : type, optional
-        A :class:`~speechbrain_mowe.brain.MoWEBrain` subclass to use instead.
+    brain_class : type
+        A :class:`~speechbrain_mowe.training.MoWEBrain` subclass to use instead.
 
     Returns
     -------
     MoWEBrain
-        The trained brain; the metrics are in its ``test_results``. The
-        best model is also saved for inference in ``output_folder``
-        (:func:`speechbrain_mowe.export.save_for_inference`).
+        The trained brain, holding the best checkpoint; the scores are in its
+        ``test_results``.
     """
-    from speechbrain_mowe.brain import MoWEBrain
-    from speechbrain_mowe.export import save_for_inference
-
-    build_model(hparams)
-    brain = (brain_class or MoWEBrain)(
-        modules=hparams["modules"],
+    model = build_model(hparams)
+    checkpointer = hparams["checkpointer"]
+    checkpointer.add_recoverable("model", model)  # the trainable parameters only
+    brain = brain_class(
+        modules={"model": model},
         opt_class=hparams["opt_class"],
         hparams=hparams,
         run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
+        checkpointer=checkpointer,
     )
-    data = dataio_prepare(hparams, brain.llm)
+    data = dataio_prepare(hparams, model)
     brain.fit(
         hparams["epoch_counter"],
         data.train,
@@ -362,7 +284,18 @@ def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=None):
     )
     for name, (dataset, kwargs) in data.tests.items():
         brain.evaluate(dataset, name=name, min_key="loss", test_loader_kwargs=kwargs)
-    save_for_inference(brain, hparams, data)
+    run_on_main(
+        write_inference_folder,
+        args=[hparams["output_folder"], brain.model],
+        kwargs={
+            "instructions": evaluation_instructions(
+                [dataset for dataset, _ in data.tests.values()], model.tasks
+            ),
+            "decoding": brain.decoding,
+            "precision": brain.eval_precision,
+            "max_audio_seconds": window_seconds(model.mowe_encoder, durations(data.train)),
+        },
+    )
     return brain
 
 

@@ -1,0 +1,274 @@
+"""The whole audio LLM: MoWE encoder, projector and language model in one module.
+
+::
+
+    wavs --MoWEEncoder--> fused feats (+ router aux loss, routing)
+         --projector----> audio embeddings [b, t, d]
+         --LanguageModel: [prefix | audio | suffix | answer] -> answer cross-entropy
+                          or, left-padded with the KV cache, generated answers
+
+:class:`MoWEAudioLLM` is what a model family builds
+(:func:`speechbrain_mowe.families.load_family`), what
+:class:`~speechbrain_mowe.training.MoWEBrain` trains and what
+:class:`~speechbrain_mowe.inference.PretrainedAudioLLM` serves; it is a plain
+``nn.Module``, so it also fits any other SpeechBrain pipeline. Its checkpoint
+holds the trainable parameters only (:class:`TrainableStateMixin`).
+
+Shape legend: ``b`` batch, ``s`` samples, ``t`` frames, ``d`` LLM width.
+"""
+
+from dataclasses import dataclass
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from speechbrain_mowe.checkpointing import TrainableStateMixin
+from speechbrain_mowe.lobes.language_model import (
+    LanguageModel,
+    Tokens,
+    answer_token_losses,
+)
+from speechbrain_mowe.lobes.mowe import MoWEEncoder, MoWEOutput
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How answers are generated (evaluation and inference).
+
+    Arguments
+    ---------
+    max_new_tokens : int
+        Longest answer, in tokens.
+    num_beams : int
+        1 for greedy search, more for beam search.
+    """
+
+    max_new_tokens: int = 128
+    num_beams: int = 1
+
+
+class AudioEmbeddings(NamedTuple):
+    """The audio half of the model: the encoder's output and its projection.
+
+    encoded : MoWEOutput
+        Fused features, router loss and routing decisions.
+    embeds : torch.Tensor
+        ``[b, t, d]`` embeddings for the language model, zero past each length.
+    lens : torch.Tensor
+        ``[b]`` relative lengths.
+    """
+
+    encoded: MoWEOutput
+    embeds: torch.Tensor
+    lens: torch.Tensor
+
+
+class ModelOutput(NamedTuple):
+    """What :meth:`MoWEAudioLLM.forward` returns (losses in float32).
+
+    loss : torch.Tensor
+        The training objective: ``answer_loss + aux_weight * aux_loss``.
+    answer_loss : torch.Tensor
+        Mean next-token cross-entropy over the answer tokens of the batch.
+    answer_sums : torch.Tensor
+        ``[b]`` summed answer cross-entropy of each example.
+    answer_tokens : torch.Tensor
+        ``[b]`` answer tokens (with the end token) of each example.
+    aux_loss : torch.Tensor
+        The router's load-balancing loss (0 without a router).
+    audio : AudioEmbeddings
+        The encoded audio, e.g. to generate from without encoding again.
+    """
+
+    loss: torch.Tensor
+    answer_loss: torch.Tensor
+    answer_sums: torch.Tensor
+    answer_tokens: torch.Tensor
+    aux_loss: torch.Tensor
+    audio: AudioEmbeddings
+
+
+class MoWEAudioLLM(TrainableStateMixin, nn.Module):
+    """A MoWE encoder, a projector and a language model, trained as one.
+
+    Arguments
+    ---------
+    mowe_encoder : MoWEEncoder
+        Base encoder, weak-encoder pool and router.
+    projector : torch.nn.Module
+        Maps ``(feats, lens)`` to ``(embeddings [b, t, d], lens)`` at the
+        language model's width.
+    llm : LanguageModel
+        The causal LM (with its LoRA adapters and tokenizer).
+    tasks : sequence of str
+        The task names, in the order of the router's task ids.
+    aux_weight : float
+        Weight of the router's load-balancing loss in :attr:`ModelOutput.loss`.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain_mowe.lobes import DataDependentRouter, SequenceCNNProjector
+    >>> from speechbrain_mowe.lobes import TinyConvEncoder
+    >>> from speechbrain_mowe.tiny import make_tiny_llm
+    >>> llm = LanguageModel(make_tiny_llm(tempfile.mkdtemp()), lora_rank=4)
+    >>> mowe = MoWEEncoder(TinyConvEncoder(), [TinyConvEncoder()],
+    ...                    DataDependentRouter(64, 1), weak_dim=16)
+    >>> model = MoWEAudioLLM(mowe, SequenceCNNProjector(80, llm.embedding_dim, 4), llm,
+    ...                      tasks=["asr", "aac"])
+    >>> prefix, suffix = llm.tokenize_prompts(["transcribe the audio .", "describe the sound ."])
+    >>> wavs, lens = torch.randn(2, 16000) * 0.1, torch.tensor([1.0, 0.5])
+    >>> out = model(wavs, lens, prefix, suffix, llm.tokenize_answers(["one two", "a bird"]))
+    >>> out.answer_tokens.tolist(), bool(out.loss > 0)
+    ([6, 5], True)
+    >>> answers = model.eval().answer(wavs, lens, ["transcribe the audio ."] * 2,
+    ...                               decoding=Decoding(max_new_tokens=3))
+    >>> len(answers)
+    2
+    """
+
+    def __init__(
+        self,
+        mowe_encoder: MoWEEncoder,
+        projector: nn.Module,
+        llm: LanguageModel,
+        *,
+        tasks: Sequence[str],
+        aux_weight: float = 0.1,
+    ):
+        super().__init__()
+        if len(set(tasks)) != len(tasks) or not tasks:
+            raise ValueError(f"tasks must be distinct names, at least one, got {list(tasks)}")
+        self.mowe_encoder = mowe_encoder
+        self.projector = projector
+        self.llm = llm
+        self.tasks = list(tasks)
+        self.aux_weight = aux_weight
+        #: How :func:`speechbrain_mowe.families.load_family` built the model
+        #: (None when it was built otherwise); the inference folder rebuilds it so.
+        self.built_from = None
+
+    @property
+    def experts(self) -> List[str]:
+        """A name for each weak encoder: ``<index>:<class>``."""
+        return [f"{i}:{type(e).__name__}" for i, e in enumerate(self.mowe_encoder.weak_pool)]
+
+    def task_ids(self, names: Sequence[str]) -> torch.Tensor:
+        """The router's task id of each task name.
+
+        Example
+        -------
+        >>> model = MoWEAudioLLM.__new__(MoWEAudioLLM)
+        >>> model.tasks = ["asr", "er"]
+        >>> MoWEAudioLLM.task_ids(model, ["er", "asr", "er"])
+        tensor([1, 0, 1])
+        >>> MoWEAudioLLM.task_ids(model, ["kws"])
+        Traceback (most recent call last):
+         ...
+        ValueError: Unknown task(s) kws: this model's tasks are asr, er
+        """
+        unknown = sorted(set(names) - set(self.tasks))
+        if unknown:
+            raise ValueError(
+                f"Unknown task(s) {', '.join(unknown)}: this model's tasks are "
+                f"{', '.join(self.tasks)}"
+            )
+        return torch.tensor([self.tasks.index(name) for name in names], dtype=torch.long)
+
+    def encode_audio(
+        self,
+        wavs: torch.Tensor,
+        wav_lens: Optional[torch.Tensor] = None,
+        task_ids: Optional[torch.Tensor] = None,
+        base_output: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> AudioEmbeddings:
+        """The MoWE encoder, then the projector.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[b, s]`` 16 kHz waveforms.
+        wav_lens : torch.Tensor, optional
+            ``[b]`` relative lengths.
+        task_ids : torch.Tensor, optional
+            ``[b]`` router task ids (see :meth:`task_ids`).
+        base_output : (torch.Tensor, torch.Tensor), optional
+            Precomputed features of the frozen base encoder (a feature cache).
+        """
+        if task_ids is not None:
+            task_ids = task_ids.to(wavs.device)
+        encoded = self.mowe_encoder(wavs, wav_lens, task_ids, base_output=base_output)
+        embeds, lens = self.projector(encoded.feats, encoded.lens)
+        return AudioEmbeddings(encoded, embeds, lens)
+
+    def forward(
+        self,
+        wavs: torch.Tensor,
+        wav_lens: Optional[torch.Tensor],
+        prefix: Tokens,
+        suffix: Tokens,
+        answer: Tokens,
+        task_ids: Optional[torch.Tensor] = None,
+        base_output: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> ModelOutput:
+        """Teacher-forced losses of a batch.
+
+        The losses are computed in float32 outside autocast, so a caller may
+        run the forward under bf16 or fp16 autocast.
+
+        Arguments
+        ---------
+        wavs, wav_lens, task_ids, base_output
+            As in :meth:`encode_audio`.
+        prefix, suffix, answer : (torch.Tensor, torch.Tensor)
+            Token ids with relative lengths (see
+            :meth:`~speechbrain_mowe.lobes.LanguageModel.tokenize_prompts`).
+        """
+        audio = self.encode_audio(wavs, wav_lens, task_ids, base_output)
+        out = self.llm(audio.embeds, audio.lens, prefix, suffix, answer, return_loss=False)
+        with torch.autocast(out.logits.device.type, enabled=False):
+            sums, tokens = answer_token_losses(out.logits, out.labels)
+            answer_loss = sums.sum() / tokens.sum().clamp(min=1)
+            aux_loss = audio.encoded.aux_loss.float()
+            loss = answer_loss + self.aux_weight * aux_loss
+        return ModelOutput(loss, answer_loss, sums, tokens, aux_loss, audio)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        audio: AudioEmbeddings,
+        prefix: Tokens,
+        suffix: Tokens,
+        decoding: Decoding = Decoding(),
+    ) -> List[str]:
+        """Batched generation of the answers to prompts around encoded audio.
+
+        Returns one answer per example, as text without surrounding whitespace.
+        """
+        tokens = self.llm.generate(
+            audio.embeds,
+            audio.lens,
+            prefix,
+            suffix,
+            max_new_tokens=decoding.max_new_tokens,
+            num_beams=decoding.num_beams,
+        )
+        return [text.strip() for text in self.llm.decode(tokens)]
+
+    @torch.no_grad()
+    def answer(
+        self,
+        wavs: torch.Tensor,
+        wav_lens: Optional[torch.Tensor],
+        instructions: Sequence[str],
+        task_ids: Optional[torch.Tensor] = None,
+        decoding: Decoding = Decoding(),
+    ) -> List[str]:
+        """Answers one instruction per example about a padded batch of audio.
+
+        An example's answer does not depend on the rest of its batch.
+        """
+        prefix, suffix = self.llm.tokenize_prompts(instructions)
+        audio = self.encode_audio(wavs, wav_lens, task_ids)
+        return self.generate(audio, prefix, suffix, decoding)

@@ -1,0 +1,363 @@
+"""The SpeechBrain ``Brain`` that trains and evaluates a MoWE audio LLM.
+
+The model is one module, ``modules.model``, a
+:class:`~speechbrain_mowe.model.MoWEAudioLLM`: its forward gives the training
+objective (answer cross-entropy + the router loss) and its generation the
+answers. Training logs each task's loss and each weak encoder's share of
+each task (:class:`~speechbrain_mowe.training.tally.EpochTally`); validation
+and test decode with batched generation and score each (dataset, task)
+(:class:`~speechbrain_mowe.training.evaluation.Evaluation`); ``evaluate``
+writes ``<output_folder>/test_results/<test set>/``.
+
+What it adds to SpeechBrain's ``Brain``, each where SpeechBrain's own does
+not suffice:
+
+- a non-finite loss (or a batch whose clips are all unreadable) adds nothing
+  to the gradients, and an accumulation window with nothing finite on any
+  rank is not stepped; a non-finite gradient drops the whole step;
+- under DDP, a rank with nothing to train on runs a zero-loss step on a
+  silent clip so that all ranks stay in step; evaluation runs outside the
+  DDP wrapper and is gathered once;
+- the train loader's :class:`~speechbrain_mowe.dataio.DurationBatchSampler`
+  shards itself (it is never wrapped in ``DistributedSamplerWrapper``);
+- checkpoints add the epoch's tally and every rank's random generators, so
+  a resumed run draws the same dropout and router noise as an uninterrupted
+  one (the data order follows from the seed and the epoch).
+"""
+
+import functools
+import logging
+import random
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import speechbrain as sb
+import torch
+from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
+
+from speechbrain_mowe.dataio import DurationBatchSampler, EmptyBatch
+from speechbrain_mowe.model import Decoding, ModelOutput, MoWEAudioLLM
+from speechbrain_mowe.training.distributed import all_reduce_sum, gather_objects
+from speechbrain_mowe.training.evaluation import Evaluation, EvaluationResult
+from speechbrain_mowe.training.feature_cache import FeatureCache
+from speechbrain_mowe.training.tally import EpochTally
+
+logger = logging.getLogger(__name__)
+
+
+def rng_states() -> Dict:
+    """The states of Python's, NumPy's and torch's (CPU and CUDA) generators."""
+    states = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Dict):
+    """Restores what :func:`rng_states` returned."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@functools.partial(register_checkpoint_hooks, save_on_main_only=False)
+class MoWEBrain(sb.Brain):
+    """Trains and evaluates ``modules["model"]``, a :class:`MoWEAudioLLM`.
+
+    Hyperparameters read, besides SpeechBrain's run options (all optional
+    but ``epoch_counter``, ``train_logger`` and ``output_folder``):
+
+    - ``max_new_tokens``, ``num_beams``: decoding (defaults of
+      :class:`~speechbrain_mowe.model.Decoding`);
+    - ``valid_search_interval``: decode during validation every this many
+      epochs and at the last one (default 1; other epochs report the loss only);
+    - ``scorer_options``: ``{task: {option: value}}`` for the tasks' scorers;
+    - ``cache_base_features``, ``feature_cache_folder``: cache the frozen base
+      encoder's features (:class:`~speechbrain_mowe.training.FeatureCache`);
+    - ``lr_annealing``: a SpeechBrain scheduler called with the optimizer
+      after each optimizer step.
+
+    See ``recipes/*/train.py`` and :func:`speechbrain_mowe.training.train_and_evaluate`.
+    """
+
+    def __init__(
+        self, modules=None, opt_class=None, hparams=None, run_opts=None, checkpointer=None
+    ):
+        super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
+        if not isinstance(self.model, MoWEAudioLLM):
+            raise TypeError(f"modules['model'] must be a MoWEAudioLLM, not {type(self.model)}")
+        if self.distributed_launch and not self.find_unused_parameters:
+            logger.info("Turning on find_unused_parameters: top-k routing leaves experts idle")
+            self.find_unused_parameters = True
+        if not self.scaler.is_enabled():
+            # Skip the whole step when any gradient is non-finite (see check_gradients).
+            self.skip_nonfinite_grads = True
+        self.tally = EpochTally(self.model.tasks, self.model.experts)
+        self.finite_in_window = 0
+        self.feature_cache = None
+        if getattr(self.hparams, "cache_base_features", False):
+            self.feature_cache = FeatureCache(
+                self.hparams.feature_cache_folder, self.model.mowe_encoder.base
+            )
+        given = {key: getattr(self.hparams, key) for key in ("max_new_tokens", "num_beams")
+                 if hasattr(self.hparams, key)}  # fmt: skip
+        self.decoding = Decoding(**given)
+        self.evaluation = None
+        self.test_results: Dict[str, EvaluationResult] = {}
+
+    @property
+    def model(self) -> MoWEAudioLLM:
+        """The model (unwrapped from DDP)."""
+        module = self.modules["model"]
+        return getattr(module, "module", module)
+
+    @property
+    def nonfinite_count(self) -> int:
+        """SpeechBrain's count of this epoch's non-finite losses, kept in the
+        checkpointed epoch tally (one count, exact across a resume)."""
+        return self.tally.nonfinite
+
+    @nonfinite_count.setter
+    def nonfinite_count(self, value: int):
+        # SpeechBrain zeroes it when an epoch's pass starts, a resumed one too,
+        # whose count came back with the tally.
+        if value == 0 and self.step > 0:
+            return
+        self.tally.nonfinite = value
+
+    # ------------------------------------------------------------ computation
+    def compute_forward(self, batch, stage) -> ModelOutput:
+        """The model's teacher-forced forward (evaluation bypasses DDP)."""
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        base_output = None
+        if self.feature_cache is not None:
+            base_output = self.feature_cache.encode(batch.id, wavs, wav_lens)
+        model = self.modules["model"] if stage == sb.Stage.TRAIN else self.model
+        task_ids = torch.as_tensor(batch.task_id, device=self.device)
+        return model(
+            wavs, wav_lens, batch.prefix, batch.suffix, batch.answer_tokens, task_ids,
+            base_output=base_output,
+        )  # fmt: skip
+
+    def compute_objectives(self, predictions: ModelOutput, batch, stage) -> torch.Tensor:
+        """The training objective (tallied per task), or the answer loss."""
+        if stage != sb.Stage.TRAIN:
+            return predictions.answer_loss
+        if torch.isfinite(predictions.loss):
+            routing = predictions.audio.encoded.routing
+            self.tally.add(
+                torch.as_tensor(batch.task_id),
+                predictions.answer_sums,
+                predictions.answer_tokens,
+                None if routing is None else routing.experts,
+            )
+        return predictions.loss
+
+    # --------------------------------------------------------------- training
+    def _train_loader_specifics(self, dataset, loader_kwargs):
+        # Overridden: SpeechBrain would wrap our sampler in a
+        # DistributedSamplerWrapper, whose length is fixed; it shards itself.
+        sampler = loader_kwargs.get("batch_sampler")
+        if isinstance(sampler, DurationBatchSampler):
+            self.train_sampler = sampler  # SpeechBrain calls its set_epoch
+            return loader_kwargs
+        return super()._train_loader_specifics(dataset, loader_kwargs)
+
+    def fit_batch(self, batch):
+        """SpeechBrain's ``fit_batch``, except that a non-finite loss or an
+        all-unreadable batch adds nothing to the gradients: SpeechBrain would
+        back-propagate it, which spoils the whole accumulation window."""
+        should_step = (self.step % self.grad_accumulation_factor) == 0
+        self.tally.skipped.add(batch)
+        if isinstance(batch, EmptyBatch):
+            if self.distributed_launch:
+                self._zero_loss_step(should_step)
+            elif should_step:
+                self.optimizers_step()
+            return torch.tensor(float("nan"))
+        self.on_fit_batch_start(batch, should_step)
+        with self.no_sync(not should_step):
+            with self.training_ctx:
+                outputs = self.compute_forward(batch, sb.Stage.TRAIN)
+                loss = self.compute_objectives(outputs, batch, sb.Stage.TRAIN)
+            if torch.isfinite(loss):
+                self.finite_in_window += 1
+                self.scaler.scale(loss / self.grad_accumulation_factor).backward()
+            else:
+                logger.warning("Non-finite loss %s on batch %s; skipped", loss.item(), batch.id)
+                self.check_loss_isfinite(loss)  # counts it; stops past nonfinite_patience
+                if self.distributed_launch:
+                    # A backward pass keeps DDP ranks in step; it adds zero.
+                    (0.0 * torch.nan_to_num(loss, 0.0, 0.0, 0.0)).backward()
+        if should_step:
+            self.optimizers_step()
+        self.on_fit_batch_end(batch, outputs, loss, should_step)
+        return loss.detach().cpu()
+
+    def _zero_loss_step(self, should_step):
+        """A forward and backward pass on a silent clip that adds zero gradient,
+        so that a rank with nothing to train on stays in step with the others."""
+        llm = self.model.llm
+        prefix, suffix = llm.tokenize_prompts(["."])
+        wavs = torch.zeros(1, 16000, device=self.device)
+        ones = torch.ones(1, device=self.device)
+        task_ids = torch.zeros(1, dtype=torch.long, device=self.device)
+        with self.no_sync(not should_step):
+            out = self.modules["model"](
+                wavs, ones, prefix, suffix, llm.tokenize_answers(["."]), task_ids
+            )
+            (0.0 * out.loss).backward()
+        if should_step:
+            self.optimizers_step()
+
+    def optimizers_step(self):
+        """SpeechBrain's step, then the learning-rate schedule; skipped (the
+        gradients dropped) when no rank accumulated a finite loss since the
+        last one: there is nothing to learn from, and fp16's GradScaler cannot
+        step without gradients."""
+        finite = torch.tensor(float(self.finite_in_window))
+        all_reduce_sum(finite)
+        self.finite_in_window = 0
+        if finite == 0:
+            self.zero_grad(set_to_none=True)
+            return
+        super().optimizers_step()
+        scheduler = getattr(self.hparams, "lr_annealing", None)
+        if scheduler is not None:
+            scheduler(self.optimizer)
+
+    def check_gradients(self):
+        """Drops every gradient (so the step changes nothing) if any is
+        non-finite; SpeechBrain's drops only the non-finite ones, stepping the
+        other parameters on a partial gradient."""
+        params = [p for p in self.modules.parameters() if p.grad is not None]
+        # One device-to-host synchronisation, not one per parameter.
+        if params and not bool(torch.stack([torch.isfinite(p.grad).all() for p in params]).all()):
+            logger.warning("Non-finite gradients; the optimizer step is skipped")
+            if if_main_process():  # every rank sees the same reduced gradients
+                self.nonfinite_count += 1
+            for p in params:
+                p.grad = None
+
+    # ------------------------------------------------------------- evaluation
+    def _decode_now(self, stage, epoch) -> bool:
+        if stage == sb.Stage.TEST:
+            return True
+        interval = getattr(self.hparams, "valid_search_interval", 1)
+        last = getattr(self.hparams.epoch_counter, "limit", None)
+        return epoch is not None and (epoch % interval == 0 or epoch == last)
+
+    @torch.no_grad()
+    def evaluate_batch(self, batch, stage):
+        """Teacher-forced loss, then (when decoding) batched generation."""
+        if isinstance(batch, EmptyBatch):
+            return torch.tensor(float("nan"))
+        with self.evaluation_ctx:
+            output = self.compute_forward(batch, stage)
+            hypotheses = None
+            if self.evaluation.decoding:
+                hypotheses = self.model.generate(
+                    output.audio, batch.prefix, batch.suffix, self.decoding
+                )
+        self.evaluation.add(batch, output, hypotheses)
+        return self.compute_objectives(output, batch, stage).detach().cpu()
+
+    def on_stage_start(self, stage, epoch=None):
+        """A new epoch tally (unless resuming mid-epoch), or a new evaluation."""
+        if stage == sb.Stage.TRAIN:
+            if self.step == 0:
+                self.tally.reset()
+                self.finite_in_window = 0
+        else:
+            self.evaluation = Evaluation(self.model.experts, self._decode_now(stage, epoch))
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs the epoch; scores the evaluation (and checkpoints after validation)."""
+        if stage == sb.Stage.TRAIN:
+            self.tally.all_reduce()
+            self.train_stats = {"loss": stage_loss, **self.tally.summary()}
+            logger.info("Epoch %s: %s", epoch, self.tally.skipped.summary())
+            return
+        name = "valid" if stage == sb.Stage.VALID else "test"
+        result = self.evaluation.finish(name, getattr(self.hparams, "scorer_options", None))
+        if stage == sb.Stage.VALID:
+            lr = self.optimizer.param_groups[0]["lr"] if hasattr(self, "optimizer") else None
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": lr},
+                train_stats=self.train_stats,
+                valid_stats=result.log_stats(),
+            )
+            self.checkpointer.save_and_keep_only(meta={"loss": result.loss}, min_keys=["loss"])
+
+    def evaluate(self, test_set, name: str = "test", **kwargs) -> EvaluationResult:
+        """SpeechBrain's ``evaluate`` on the test set ``name``: logs its scores,
+        writes them to ``<output_folder>/test_results/<name>/`` and returns them
+        (also kept in ``test_results[name]``)."""
+        super().evaluate(test_set, **kwargs)
+        result = self.evaluation.result
+        result.name = name
+        self.hparams.train_logger.log_stats(
+            stats_meta={"Epoch loaded": self.hparams.epoch_counter.current, "test set": name},
+            test_stats=result.log_stats(),
+        )
+        if if_main_process():
+            folder = self.evaluation.write(Path(self.hparams.output_folder) / "test_results" / name)
+            logger.info("Test results for %s written to %s", name, folder)
+        self.test_results[name] = result
+        return result
+
+    # ------------------------------------------------------------ checkpoints
+    def _should_save_intra_epoch_ckpt(self, last_ckpt_time, steps_since_ckpt):
+        # Overridden: only between optimizer steps, as accumulated gradients are not saved.
+        due = super()._should_save_intra_epoch_ckpt(last_ckpt_time, steps_since_ckpt)
+        return due and self.step % self.grad_accumulation_factor == 0
+
+    @mark_as_saver
+    def _save(self, path):
+        # Overrides SpeechBrain's hook (step, average loss, optimizer step) to
+        # add every rank's epoch tally, window count and random generators.
+        rank_state = {
+            "finite_in_window": self.finite_in_window,
+            "tally": self.tally.state_dict(),
+            "rng": rng_states(),
+        }
+        ranks = gather_objects(rank_state)  # runs on every rank
+        if if_main_process():
+            state = {
+                "step": self.step,
+                "avg_train_loss": self.avg_train_loss,
+                "optimizer_step": self.optimizer_step,
+                "ranks": ranks,
+            }
+            torch.save(state, path)
+
+    @mark_as_loader
+    def _recover(self, path, end_of_epoch):
+        # Overrides SpeechBrain's hook: reads what _save wrote.
+        del end_of_epoch
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.step = state["step"]
+        self.avg_train_loss = state["avg_train_loss"]
+        self.optimizer_step = state["optimizer_step"]
+        rank = torch.distributed.get_rank() if is_distributed_initialized() else 0
+        world = torch.distributed.get_world_size() if is_distributed_initialized() else 1
+        ranks = state["ranks"]
+        if len(ranks) != world:
+            logger.warning(
+                "The checkpoint was saved with %d processes; the random generators and "
+                "epoch tallies of process 0 are used, so the resumed run is not exact",
+                len(ranks),
+            )
+        own = ranks[rank] if rank < len(ranks) else ranks[0]
+        self.finite_in_window = own["finite_in_window"]
+        self.tally.load_state_dict(own["tally"])
+        set_rng_states(own["rng"])
