@@ -185,16 +185,9 @@ class MoWEAudioLLM(TrainableStateMixin, nn.Module):
     ) -> AudioEmbeddings:
         """The MoWE encoder, then the projector.
 
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            ``[b, s]`` 16 kHz waveforms.
-        wav_lens : torch.Tensor, optional
-            ``[b]`` relative lengths.
-        task_ids : torch.Tensor, optional
-            ``[b]`` router task ids (see :meth:`task_ids`).
-        base_output : (torch.Tensor, torch.Tensor), optional
-            Precomputed features of the frozen base encoder (a feature cache).
+        The arguments are those of :meth:`MoWEEncoder.forward
+        <speechbrain_mowe.lobes.MoWEEncoder.forward>`; ``task_ids`` come from
+        :meth:`task_ids`.
         """
         if task_ids is not None:
             task_ids = task_ids.to(wavs.device)

@@ -43,10 +43,8 @@ class FrameStackProjector(nn.Module):
 
     Arguments
     ---------
-    input_dim : int
-        Channels in.
-    output_dim : int
-        LLM embedding width.
+    input_dim, output_dim : int
+        Channels in, and the LLM's embedding width.
     stack : int
         Frames per output step (the SpeechBrain SpeechLLM recipe uses 5).
     hidden_dim : int, optional
@@ -88,10 +86,8 @@ class SequenceCNNProjector(nn.Module):
 
     Arguments
     ---------
-    input_dim : int
-        Channels in.
-    output_dim : int
-        LLM embedding width.
+    input_dim, output_dim : int
+        Channels in, and the LLM's embedding width.
     downsample : int
         Time reduction (8 in MoWE).
     hidden_dim : int, optional

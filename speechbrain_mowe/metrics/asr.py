@@ -115,19 +115,8 @@ class ASRScorer(Scorer):
         return [f"{name}: {value:.2f}" for name, value in self.summarize().items()]
 
     def write(self, path_prefix: Union[str, Path]) -> List[Path]:
-        """Writes the scores and SpeechBrain's word alignments, raw
-        (``<path_prefix>_wer.txt``) and normalised (``<path_prefix>_wer_norm.txt``).
-
-        Arguments
-        ---------
-        path_prefix : str or Path
-            Output files are named ``<path_prefix>_<what>.txt``.
-
-        Returns
-        -------
-        list of Path
-            The files written.
-        """
+        """:meth:`Scorer.write`, then SpeechBrain's word alignments, raw
+        (``<path_prefix>_wer.txt``) and normalised (``<path_prefix>_wer_norm.txt``)."""
         paths = super().write(path_prefix)
         for stats, suffix in ((self.wer, "wer"), (self.wer_norm, "wer_norm")):
             path = Path(f"{path_prefix}_{suffix}.txt")

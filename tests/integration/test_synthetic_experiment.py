@@ -3,7 +3,8 @@
 ``train.py`` generates the corpus, pre-trains the base encoder with CTC,
 builds the LLM and trains MoWE, which must beat, on every task, what
 answering every test clip with the most common training answer scores (and
-1/4 for the four emotions); its folder loads for inference. ``compare.py``
+1/4 for the four emotions), by margins that held over five seeds and two
+machines; its folder loads for inference. ``compare.py``
 trains MoWE and the base-only baseline with the same budget and reports them.
 """
 
@@ -90,11 +91,19 @@ def test_mowe_beats_chance_on_every_task(trained):
         (task, metric): constant_answer_score(folder, task, metric)
         for task, metric in [("asr", "WER"), ("ast", "BLEU"), ("aac", "CIDEr_D")]
     }
-    # Measured here: WER 68 (constant 101), BLEU 8.9 (2.0), WA 75, CIDEr-D 1.51 (0.32).
-    assert result.metric("asr", "asr", "WER") < min(85.0, constant["asr", "WER"] - 15)
-    assert result.metric("ast", "ast", "BLEU") > constant["ast", "BLEU"] + 4
+    # Margins chosen from this configuration trained with seeds 1986, 1, 2, 3 and 4
+    # on one machine (seed 1986 gave the same figures on every run there), and seed
+    # 1986 on another machine of the same kind:
+    #   WER      64-80 (other machine 72)    constant 93-120; smallest lead 13
+    #   BLEU    2.6-8.9 (other machine 3.4)  constant 0.9-2.7; smallest lead 0.7
+    #   WA       60-80                       chance 25
+    #   CIDEr-D 0.78-2.09 (other machine 1.74) constant 0.21-0.60; smallest lead 0.18
+    # Translation and captioning vary most between seeds (20 test clips per task), so
+    # for them the claim is only that the model beats the constant answer.
+    assert result.metric("asr", "asr", "WER") < min(90.0, constant["asr", "WER"] - 5)
+    assert result.metric("ast", "ast", "BLEU") > constant["ast", "BLEU"]
     assert result.metric("er", "er", "WA") > 25.0 + 15
-    assert result.metric("aac", "aac", "CIDEr_D") > constant["aac", "CIDEr_D"] + 0.3
+    assert result.metric("aac", "aac", "CIDEr_D") > constant["aac", "CIDEr_D"]
 
 
 def test_trained_folder_loads_for_inference(trained):
