@@ -14,11 +14,11 @@ writes into the recipe's ``output_folder``::
 ``inference.yaml`` is a HyperPyYAML file in SpeechBrain's layout::
 
     format: 2                          # this layout
-    model_family: tiny_mowe            # a family name, or an absolute YAML path
+    model_family: tiny_mowe            # where the family came from (a name or a path)
     model_sources:                     # the sources the family used (local paths absolute)
         whisper_source: /models/whisper
         llm_source: meta-llama/Llama-3.2-1B-Instruct
-    model_settings: {top_k: 2}         # every setting the model was built with
+    model_settings: {weak_dim: 32, top_k: 2, aux_weight: 0.1, long_audio: refuse}
     tasks: [asr, ast, er, aac]         # the router's task ids, in order
     answers:                           # per tested task, what inference needs
         asr: {instruction: Transcribe the speech., join: ' ', shortcut: transcribe_file}
@@ -33,6 +33,9 @@ writes into the recipe's ``output_folder``::
         sources: !ref <model_sources>
         tasks: !ref <tasks>
         settings: !ref <model_settings>
+        text: |                        # the family file as it was when training built the model
+            whisper_source: !PLACEHOLDER
+            ...
     modules: {model: !ref <model>}
     pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
         loadables: {model: !ref <model>}
@@ -67,12 +70,15 @@ FOLDER_FORMAT = 2
 #: clip tells (Whisper's window).
 DEFAULT_MAX_AUDIO_SECONDS = 30.0
 
-_OBJECTS = """
+_MODEL = """
 model: !apply:speechbrain_mowe.families.load_family
     name: !ref <model_family>
     sources: !ref <model_sources>
     tasks: !ref <tasks>
     settings: !ref <model_settings>
+    # The family file as it was when training built the model:
+    text: |
+{text}
 modules:
     model: !ref <model>
 pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
@@ -85,9 +91,10 @@ def window_seconds(mowe_encoder: MoWEEncoder, train_durations: Iterable[float] =
     """The longest audio a model reads at once.
 
     The smallest window (``max_seconds``) of its encoders that refuse longer
-    audio; without any, the longest training clip rounded up to a second (the
-    model never learnt from longer audio); without training clips,
-    :data:`DEFAULT_MAX_AUDIO_SECONDS`.
+    audio; when every encoder takes any length (it has no window, or it
+    encodes long audio in consecutive windows), the longest training clip
+    rounded up to a second (the model never learnt from longer audio);
+    without training clips, :data:`DEFAULT_MAX_AUDIO_SECONDS`.
 
     Example
     -------
@@ -139,7 +146,6 @@ def write_inference_folder(
     decoding: Decoding = Decoding(),
     precision: str = "fp32",
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
-    long_audio: str = "refuse",
 ) -> Optional[Path]:
     """Writes ``inference.yaml`` and ``model.ckpt``.
 
@@ -158,9 +164,9 @@ def write_inference_folder(
     precision : str
         ``fp32``, ``bf16`` or ``fp16`` autocast at inference.
     max_audio_seconds : float
-        Longest audio read at once (see :func:`window_seconds`).
-    long_audio : str
-        What inference does with longer audio by default: ``refuse`` or ``chunk``.
+        Longest audio read at once (see :func:`window_seconds`). What
+        inference does with longer audio by default follows the encoders'
+        policy: ``chunk`` when one of them chunks long audio, else ``refuse``.
 
     Returns
     -------
@@ -203,6 +209,8 @@ def write_inference_folder(
             "join": known.join,
             "shortcut": known.shortcut,
         }
+    encoders = [model.mowe_encoder.base, *model.mowe_encoder.weak_pool]
+    long_audio = "chunk" if any(e.long_audio == "chunk" for e in encoders) else "refuse"
     settings = {
         "format": FOLDER_FORMAT,
         "model_family": spec.family,
@@ -220,7 +228,9 @@ def write_inference_folder(
         "#   PretrainedAudioLLM.from_hparams(source=<this folder>)\n"
         "# or `speechbrain-mowe <this folder> --task asr audio.wav --output out.jsonl`.\n"
         f"# {MODEL_CHECKPOINT} holds the trained parameters; the frozen ones are read from\n"
-        "# model_sources (override them if those have moved).\n" + _dump(settings) + _OBJECTS
+        "# model_sources (override them if those have moved).\n"
+        + _dump(settings)
+        + _MODEL.format(text="\n".join(" " * 8 + line for line in spec.text.splitlines()))
     )
     path = folder / INFERENCE_YAML
     path.write_text(text, encoding="utf-8")

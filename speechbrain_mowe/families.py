@@ -13,11 +13,14 @@ is a family too. A family's top-level keys are of three kinds:
 - the objects built from them, ending with ``model``.
 
 :func:`load_family` records on the model how it was built
-(:class:`FamilySpec`, ``model.built_from``), so the inference folder a
-training run writes rebuilds exactly the trained model, whichever file or
-command line the settings came from.
+(:class:`FamilySpec`, ``model.built_from``): the family file's text, the
+sources it used, the tasks and the value of every setting. The inference
+folder a training run writes keeps all of it, so it rebuilds exactly the
+trained model, whichever file or command line the settings came from, even
+after the family file is edited or the package upgraded.
 """
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,11 @@ from speechbrain_mowe.model import MoWEAudioLLM
 
 #: Where the model families (``<name>.yaml``) are installed.
 FAMILIES_FOLDER = Path(__file__).resolve().parent / "hparams"
+#: Keys of earlier versions and what replaced them.
+RENAMED = {
+    "long_input": "the setting long_audio (refuse | chunk)",
+    "num_tasks": "tasks, the router's task ids (in the recipe's `tasks`)",
+}
 
 
 @dataclass(frozen=True)
@@ -41,15 +49,18 @@ class FamilySpec:
     ---------
     family : str
         A family name, or the absolute path of a family file.
+    text : str
+        The family file as it was when the model was built.
     sources : dict
         The family's model paths; local paths absolute.
     tasks : tuple of str
         The router's task ids, in order.
     settings : dict
-        Every setting that was overridden.
+        The value of every setting of the family (but ``tasks``).
     """
 
     family: str
+    text: str
     sources: Dict[str, Any] = field(default_factory=dict)
     tasks: Tuple[str, ...] = ()
     settings: Dict[str, Any] = field(default_factory=dict)
@@ -88,17 +99,16 @@ def family_names() -> List[str]:
     return sorted(p.stem for p in FAMILIES_FOLDER.glob("*.yaml"))
 
 
-def family_keys(path) -> Tuple[List[str], List[str]]:
-    """The sources (``!PLACEHOLDER`` keys) and settings (plain values) of a family file.
+def family_keys(text: str) -> Tuple[List[str], List[str]]:
+    """The sources (``!PLACEHOLDER`` keys) and settings (plain values) of a family's YAML.
 
     Example
     -------
-    >>> sources, settings = family_keys(family_path("tiny_mowe"))
+    >>> sources, settings = family_keys(family_path("tiny_mowe").read_text())
     >>> sources, "top_k" in settings, "router" in settings
     (['whisper_source', 'llm_source'], True, False)
     """
-    with open(path, encoding="utf-8") as f:
-        top = YAML().load(f) or {}
+    top = YAML().load(io.StringIO(text)) or {}
     sources, settings = [], []
     for key, value in top.items():
         tag = getattr(getattr(value, "tag", None), "value", None)
@@ -132,6 +142,7 @@ def load_family(
     sources: Optional[Mapping[str, Any]] = None,
     tasks: Optional[Sequence[str]] = None,
     settings: Optional[Mapping[str, Any]] = None,
+    text: Optional[str] = None,
     **more_settings,
 ) -> MoWEAudioLLM:
     """Builds the model of a family.
@@ -142,20 +153,24 @@ def load_family(
         An installed family (see :func:`family_names`) or a YAML path.
     sources : mapping, optional
         Values of the family's ``!PLACEHOLDER`` model paths; keys the family
-        does not use are ignored, so one mapping can serve several families.
+        does not use are ignored, so one mapping can serve several families
+        (but a key that is one of its settings is refused).
     tasks : sequence of str, optional
         The router's task ids, in order (default: the family's ``tasks``).
     settings : mapping, optional
         Values of the family's settings (``top_k``, ``weak_dim``, ...); an
         unknown key is an error naming the family's settings.
+    text : str, optional
+        The family's YAML itself, as an inference folder keeps it; ``name``
+        then only names it in messages.
     **more_settings
         More settings, as keyword arguments (as a YAML ``!apply:`` gives them).
 
     Returns
     -------
     MoWEAudioLLM
-        The model, with ``built_from`` recording the family, the sources it
-        used, the tasks and the settings.
+        The model, with ``built_from`` recording the family's text, the
+        sources it used, the tasks and every setting's value.
 
     Example
     -------
@@ -167,37 +182,52 @@ def load_family(
     >>> model = load_family("tiny_mowe", sources, tasks=["asr", "er"], top_k=2)
     >>> model.mowe_encoder.router.top_k, model.tasks, sorted(model.built_from.sources)
     (2, ['asr', 'er'], ['llm_source', 'whisper_source'])
+    >>> model.built_from.settings
+    {'weak_dim': 32, 'top_k': 2, 'aux_weight': 0.1, 'long_audio': 'refuse'}
     >>> load_family("tiny_mowe", sources, topk=2)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
      ...
     ValueError: Model family 'tiny_mowe' has no setting 'topk'; its settings are: tasks, ...
     """
-    path = family_path(name)
-    source_keys, setting_keys = family_keys(path)
+    where = "its recorded text"
+    if text is None:
+        path = family_path(name)
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    source_keys, setting_keys = family_keys(text)
     settings = {**(settings or {}), **more_settings}
+    sources = dict(sources or {})
+    for key in {**sources, **settings}:
+        if key in RENAMED:
+            raise ValueError(f"'{key}' is no longer a key of model families: use {RENAMED[key]}")
     for key in settings:
         if key not in setting_keys:
             raise ValueError(
                 f"Model family '{name}' has no setting '{key}'; its settings are: "
-                f"{', '.join(setting_keys)} ({path})"
+                f"{', '.join(setting_keys)} ({where})"
             )
-    used = {key: _local_path(value) for key, value in (sources or {}).items() if key in source_keys}
+    for key in sources:
+        if key in setting_keys:
+            raise ValueError(
+                f"'{key}' is a setting of model family '{name}', not a model path: give it in "
+                f'the model settings (--model_settings="{{{key}: ...}}"), not in model_sources'
+            )
+    used = {key: _local_path(value) for key, value in sources.items() if key in source_keys}
     overrides = {**used, **settings}
     if tasks is not None:
         overrides["tasks"] = list(tasks)
     try:
-        with open(path, encoding="utf-8") as f:
-            hparams = load_hyperpyyaml(f, overrides)
+        hparams = load_hyperpyyaml(text, overrides)
     except ValueError as err:
         if "!PLACEHOLDER" not in str(err):
             raise
         raise ValueError(
-            f"Model family '{name}' ({path}): {err} Give it in the recipe's `model_sources`, "
+            f"Model family '{name}' ({where}): {err} Give it in the recipe's `model_sources`, "
             f'e.g. --model_sources="{{key: /path/or/hub-name, ...}}"'
         ) from None
     model = hparams["model"]
     if not isinstance(model, MoWEAudioLLM):
-        raise TypeError(f"Model family '{name}' ({path}): `model` is not a MoWEAudioLLM")
-    family = name if Path(name).suffix not in (".yaml", ".yml") else str(path.resolve())
-    model.built_from = FamilySpec(family, used, tuple(model.tasks), settings)
+        raise TypeError(f"Model family '{name}' ({where}): `model` is not a MoWEAudioLLM")
+    family = name if Path(name).suffix not in (".yaml", ".yml") else str(Path(name).resolve())
+    values = {key: hparams[key] for key in setting_keys if key != "tasks"}
+    model.built_from = FamilySpec(family, text, used, tuple(model.tasks), values)
     return model

@@ -10,10 +10,12 @@ those the trainer wrote. Nothing here imports the training code.
 
 Long audio
 ----------
-A model reads at most ``max_audio_seconds`` at once: its encoders' window
-(30 s for Whisper), or the longest training clip when no encoder has one.
-Longer audio is refused (``long_audio="refuse"``, the default) or answered
-in pieces (``long_audio="chunk"``): the audio is cut into consecutive pieces
+A model reads at most ``max_audio_seconds`` at once: the window of its
+encoders that refuse longer audio (30 s for Whisper), or the longest
+training clip when every encoder takes any length. Longer audio is refused
+(``long_audio="refuse"``) or answered in pieces (``long_audio="chunk"``; the
+default when the model's encoders chunk long audio themselves, see
+``inference.yaml``): the audio is cut into consecutive pieces
 no longer than the window, each cut at the quietest 20 ms frame of the last
 fifth of its window so that words are not cut in two
 (:func:`chunk_boundaries`); all pieces are answered in one batch and their
@@ -38,7 +40,7 @@ from speechbrain_mowe.export import FOLDER_FORMAT, INFERENCE_YAML, MODEL_CHECKPO
 from speechbrain_mowe.lobes.encoders import LONG_AUDIO_MODES
 from speechbrain_mowe.lobes.routers import DataIndependentRouter
 from speechbrain_mowe.model import Decoding
-from speechbrain_mowe.tasks import TASKS, join_answers
+from speechbrain_mowe.tasks import join_answers, registered_tasks
 
 #: Samples of the frames whose energy places a cut (20 ms).
 CUT_FRAME = 320
@@ -309,7 +311,7 @@ class PretrainedAudioLLM(Pretrained):
             tasks = {spec["shortcut"]: task for task, spec in answers.items()}
             tasks.update(
                 (task.shortcut, task.name)
-                for task in TASKS.values()
+                for task in registered_tasks().values()
                 if task.shortcut and task.shortcut not in tasks
             )
             if name not in tasks:

@@ -219,7 +219,7 @@ class MoWEAudioLLM(TrainableStateMixin, nn.Module):
             :meth:`~speechbrain_mowe.lobes.LanguageModel.tokenize_prompts`).
         """
         audio = self.encode_audio(wavs, wav_lens, task_ids, base_output)
-        out = self.llm(audio.embeds, audio.lens, prefix, suffix, answer, return_loss=False)
+        out = self.llm(audio.embeds, audio.lens, prefix, suffix, answer)
         with torch.autocast(out.logits.device.type, enabled=False):
             sums, tokens = answer_token_losses(out.logits, out.labels)
             answer_loss = sums.sum() / tokens.sum().clamp(min=1)

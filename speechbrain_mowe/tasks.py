@@ -43,7 +43,10 @@ True
 """
 
 import dataclasses
+import functools
 import importlib
+import inspect
+import logging
 import random
 import string
 from collections import defaultdict
@@ -51,6 +54,8 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from speechbrain_mowe.registry import load_entry_points
+
+logger = logging.getLogger(__name__)
 
 #: Names of the languages of CoVoST 2 (Common Voice codes).
 LANGUAGE_NAMES = {
@@ -205,6 +210,31 @@ class Task:
         }
         return template.format(**values)
 
+    def _scorer_factory(self) -> Callable[..., Any]:
+        return resolve(self.scorer) if isinstance(self.scorer, str) else self.scorer
+
+    def check_scorer_options(self, options: Mapping[str, Any]) -> None:
+        """Refuses options the task's scorer does not take, before anything is scored.
+
+        Example
+        -------
+        >>> TASKS["er"].check_scorer_options({"lables": ["happy"]})
+        Traceback (most recent call last):
+         ...
+        ValueError: Task 'er': its scorer LabelScorer takes no option 'lables' (its options: labels)
+        """
+        factory = self._scorer_factory()
+        parameters = inspect.signature(factory).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return
+        for key in options:
+            if key not in parameters:
+                name = getattr(factory, "__name__", repr(factory))
+                raise ValueError(
+                    f"Task '{self.name}': its scorer {name} takes no option '{key}' "
+                    f"(its options: {', '.join(parameters) or 'none'})"
+                )
+
     def make_scorer(self, **options):
         """The task's scorer with its options, ``options`` taking precedence.
 
@@ -217,8 +247,7 @@ class Task:
         """
         from speechbrain_mowe.metrics.scorers import Scorer  # the metrics load when scoring
 
-        factory = resolve(self.scorer) if isinstance(self.scorer, str) else self.scorer
-        scorer = factory(**{**self.scorer_options, **options})
+        scorer = self._scorer_factory()(**{**self.scorer_options, **options})
         if not isinstance(scorer, Scorer):
             raise TypeError(
                 f"Task '{self.name}': its scorer {self.scorer!r} made a "
@@ -234,12 +263,18 @@ class Task:
         return answer
 
     def describe(self) -> Tuple:
-        """The task's settings, with callables by name: two registrations of
-        the same task (a script imported, then run) describe the same."""
-        return tuple(
-            getattr(value, "__qualname__", value)
-            for value in dataclasses.astuple(self, tuple_factory=tuple)
-        )
+        """The task's settings, with callables by their qualified names (not by
+        module: a script imported and then run as ``__main__`` defines its
+        scorer twice, in two modules), so two registrations of the same task
+        describe the same."""
+        return tuple(_by_name(value) for value in dataclasses.astuple(self, tuple_factory=tuple))
+
+
+def _by_name(value):
+    """A callable as its qualified name (a partial with its arguments)."""
+    if isinstance(value, functools.partial):
+        return (_by_name(value.func), value.args, tuple(sorted(value.keywords.items())))
+    return getattr(value, "__qualname__", value)
 
 
 def resolve(reference: str) -> Any:
@@ -282,15 +317,21 @@ def register_task(task: Task, replace: bool = False) -> Task:
     return task
 
 
-def _discover() -> None:
-    """Registers the tasks of other packages' entry points (once)."""
-    if _discovered:
-        return
-    _discovered.append(True)
-    for name, task in load_entry_points(ENTRY_POINT_GROUP, "task"):
-        if not isinstance(task, Task):
-            raise TypeError(f"Entry point '{name}' of {ENTRY_POINT_GROUP} is not a Task")
-        register_task(task)
+def registered_tasks() -> Dict[str, Task]:
+    """Every task: the package's, the recipes' and (found once, through the
+    ``speechbrain_mowe.tasks`` entry-point group) other packages'. An entry
+    point that is not a :class:`Task`, or clashes with a registered task, is
+    skipped with a warning."""
+    if not _discovered:
+        _discovered.append(True)
+        for name, task in load_entry_points(ENTRY_POINT_GROUP, "task"):
+            try:
+                if not isinstance(task, Task):
+                    raise TypeError(f"it is a {type(task).__name__}, not a Task")
+                register_task(task)
+            except (TypeError, ValueError) as error:
+                logger.warning("Skipping task extension '%s': %s", name, error)
+    return TASKS
 
 
 def get_task(name: str) -> Task:
@@ -303,9 +344,8 @@ def get_task(name: str) -> Task:
      ...
     KeyError: "Unknown task 'kws'. Known tasks: aac, asr, ast, er..."
     """
-    _discover()
     try:
-        return TASKS[name]
+        return registered_tasks()[name]
     except KeyError:
         raise KeyError(f"Unknown task '{name}'. Known tasks: {', '.join(sorted(TASKS))}") from None
 

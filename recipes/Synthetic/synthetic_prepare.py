@@ -7,7 +7,7 @@ Tasks, ``<size>`` examples each per split:
 
 asr
     English sentences of a small grammar (``the small dog sees a red ball in
-    the garden today``; a few dozen words, see :mod:`grammar`), spoken by
+    the garden today``; a few dozen words, see :mod:`synthetic_grammar`), spoken by
     random voices: five English accents, seven male and five female voice
     variants, random speaking rate, pitch, pitch range and volume. The answer
     is the sentence, lowercase, without punctuation.
@@ -72,9 +72,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
-from espeak import ACCENTS, VARIANTS, Voice, speak
-from grammar import Sentence, english_words, german_words, random_sentence
-from scenes import (
+from synthetic_grammar import Sentence, english_words, german_words, random_sentence
+from synthetic_scenes import (
     EVENT_PHRASES,
     all_captions,
     captions,
@@ -82,6 +81,7 @@ from scenes import (
     render_scene,
     scene_description,
 )
+from synthetic_speech import ACCENTS, VARIANTS, Voice, speak
 from tqdm import tqdm
 
 from speechbrain_mowe.dataio import (
@@ -92,7 +92,7 @@ from speechbrain_mowe.dataio import (
     save_audio,
 )
 from speechbrain_mowe.metrics import LabelScorer
-from speechbrain_mowe.tasks import TASKS, Metric, Task, example_rng, register_task
+from speechbrain_mowe.tasks import Metric, Task, example_rng, get_task, register_task
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def corpus_texts(tasks: Sequence[str] = DEFAULT_TASKS) -> List[str]:
     if "speaker_sex" in tasks:
         texts.append(" ".join(SEX_LABELS))
     for name in tasks:
-        texts.extend(TASKS[name].all_instructions(**_instruction_fields(name)))
+        texts.extend(get_task(name).all_instructions(**_instruction_fields(name)))
     return list(dict.fromkeys(texts))
 
 
@@ -404,7 +404,7 @@ def _example(
     utt_id = f"synthetic_{task}_{split}_{index:05d}"
     content = random.Random(f"{seed}/{utt_id}/content")
     rng = example_rng(seed, utt_id)
-    instruction = TASKS[task].instruction(
+    instruction = get_task(task).instruction(
         rng if split == "train" else None, **_instruction_fields(task)
     )
     if task == "aac":

@@ -193,7 +193,7 @@ def load_encoder(path, **overrides) -> AudioEncoder:
     path : str or path
         The file written by :func:`save_encoder`.
     **overrides
-        Settings that do not change the weights (e.g. ``long_audio``).
+        Settings that do not change the weights (e.g. ``long_audio`` of a Whisper encoder).
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -31,18 +31,15 @@ Tokens = Tuple[torch.Tensor, torch.Tensor]
 
 
 class LanguageModelOutput(NamedTuple):
-    """Training forward result.
+    """Training forward result (its answer losses: :func:`answer_token_losses`).
 
     logits : torch.Tensor
         ``[b, t, v]``.
-    loss : torch.Tensor or None
-        Mean cross-entropy over answer tokens (None when not asked for).
     labels : torch.Tensor
         ``[b, t]`` targets aligned with ``logits`` inputs (-100 = ignored).
     """
 
     logits: torch.Tensor
-    loss: Optional[torch.Tensor]
     labels: torch.Tensor
 
 
@@ -122,7 +119,7 @@ class LanguageModel(TrainableStateMixin, nn.Module):
     >>> llm = LanguageModel(path, lora_rank=8).eval()
     >>> prefix, suffix = llm.tokenize_prompts(["Transcribe the audio."])
     >>> audio = torch.randn(1, 20, llm.embedding_dim)
-    >>> tokens = llm.generate(audio, torch.ones(1), prefix, suffix, max_new_tokens=5)
+    >>> tokens = llm.generate(audio, torch.ones(1), prefix, suffix, max_new_tokens=5, num_beams=1)
     >>> len(tokens), len(tokens[0]) <= 5
     (1, True)
     """
@@ -286,9 +283,8 @@ class LanguageModel(TrainableStateMixin, nn.Module):
         prefix: Tokens,
         suffix: Tokens,
         answer: Tokens,
-        return_loss: bool = True,
     ) -> LanguageModelOutput:
-        """Teacher-forced logits and the answer cross-entropy.
+        """Teacher-forced logits and the labels of the answer tokens.
 
         Arguments
         ---------
@@ -300,9 +296,6 @@ class LanguageModel(TrainableStateMixin, nn.Module):
             Token ids ``[b, t]`` with relative lengths, as made by
             :meth:`tokenize_prompts` and :meth:`tokenize_answers` (or
             SpeechBrain's ``PaddedBatch``).
-        return_loss : bool
-            Compute the mean answer cross-entropy (else ``loss`` is None, e.g.
-            to compute it outside autocast with :func:`answer_token_losses`).
         """
         embeds, mask, positions, labels = self._assemble(
             audio_embeds, audio_lens, prefix, suffix, answer, left_pad=False
@@ -310,11 +303,7 @@ class LanguageModel(TrainableStateMixin, nn.Module):
         logits = self.model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=positions
         ).logits
-        loss = None
-        if return_loss:
-            sums, counts = answer_token_losses(logits, labels)
-            loss = sums.sum() / counts.sum()
-        return LanguageModelOutput(logits, loss, labels)
+        return LanguageModelOutput(logits, labels)
 
     @torch.no_grad()
     def generate(
@@ -323,8 +312,9 @@ class LanguageModel(TrainableStateMixin, nn.Module):
         audio_lens: torch.Tensor,
         prefix: Tokens,
         suffix: Tokens,
-        max_new_tokens: int = 128,
-        num_beams: int = 1,
+        *,
+        max_new_tokens: int,
+        num_beams: int,
         **generate_kwargs,
     ) -> List[List[int]]:
         """Batched decoding with left padding and the KV cache.
@@ -333,10 +323,9 @@ class LanguageModel(TrainableStateMixin, nn.Module):
         ---------
         audio_embeds, audio_lens, prefix, suffix
             As in :meth:`forward`.
-        max_new_tokens : int
-            Longest answer.
-        num_beams : int
-            1 for greedy search, more for beam search.
+        max_new_tokens, num_beams : int
+            Longest answer; 1 for greedy search, more for beam search (see
+            :class:`speechbrain_mowe.model.Decoding` for their defaults).
         **generate_kwargs
             Passed to ``transformers``' ``generate``.
 

@@ -12,9 +12,12 @@ writes ``<output_folder>/test_results/<test set>/``.
 What it adds to SpeechBrain's ``Brain``, each where SpeechBrain's own does
 not suffice:
 
-- a non-finite loss (or a batch whose clips are all unreadable) adds nothing
-  to the gradients, and an accumulation window with nothing finite on any
-  rank is not stepped; a non-finite gradient drops the whole step;
+- a non-finite loss (or a batch whose clips are all unreadable) is not
+  back-propagated, and an accumulation window with nothing finite on any rank
+  is not stepped; a non-finite gradient drops the whole step (under DDP the
+  rank with the non-finite loss back-propagates zero through its graph to
+  stay in step, which can still carry non-finite values: the whole step is
+  then dropped on every rank);
 - under DDP, a rank with nothing to train on runs a zero-loss step on a
   silent clip so that all ranks stay in step; evaluation runs outside the
   DDP wrapper and is gathered once;
@@ -39,6 +42,7 @@ from speechbrain.utils.distributed import if_main_process, is_distributed_initia
 
 from speechbrain_mowe.dataio import DurationBatchSampler, EmptyBatch
 from speechbrain_mowe.model import Decoding, ModelOutput, MoWEAudioLLM
+from speechbrain_mowe.tasks import get_task
 from speechbrain_mowe.training.distributed import all_reduce_sum, gather_objects
 from speechbrain_mowe.training.evaluation import Evaluation, EvaluationResult
 from speechbrain_mowe.training.feature_cache import FeatureCache
@@ -100,6 +104,7 @@ class MoWEBrain(sb.Brain):
         if not self.scaler.is_enabled():
             # Skip the whole step when any gradient is non-finite (see check_gradients).
             self.skip_nonfinite_grads = True
+        self.scorer_options = self._checked_scorer_options()
         self.tally = EpochTally(self.model.tasks, self.model.experts)
         self.finite_in_window = 0
         self.feature_cache = None
@@ -112,6 +117,25 @@ class MoWEBrain(sb.Brain):
         self.decoding = Decoding(**given)
         self.evaluation = None
         self.test_results: Dict[str, EvaluationResult] = {}
+
+    def _checked_scorer_options(self) -> Dict[str, Dict]:
+        """``scorer_options``, with an option the task's scorer does not take
+        refused now rather than when first scoring; options of tasks the model
+        does not have are left out, with a warning."""
+        for name in self.model.tasks:
+            get_task(name)  # every task of the model is registered
+        checked = {}
+        for name, options in (getattr(self.hparams, "scorer_options", None) or {}).items():
+            if name not in self.model.tasks:
+                logger.warning(
+                    "scorer_options of task '%s' left out: the model's tasks are %s",
+                    name,
+                    self.model.tasks,
+                )
+                continue
+            checked[name] = dict(options or {})
+            get_task(name).check_scorer_options(checked[name])
+        return checked
 
     @property
     def model(self) -> MoWEAudioLLM:
@@ -288,7 +312,7 @@ class MoWEBrain(sb.Brain):
             logger.info("Epoch %s: %s", epoch, self.tally.skipped.summary())
             return
         name = "valid" if stage == sb.Stage.VALID else "test"
-        result = self.evaluation.finish(name, getattr(self.hparams, "scorer_options", None))
+        result = self.evaluation.finish(name, self.scorer_options)
         if stage == sb.Stage.VALID:
             lr = self.optimizer.param_groups[0]["lr"] if hasattr(self, "optimizer") else None
             self.hparams.train_logger.log_stats(

@@ -4,6 +4,7 @@ it ships, then loads the inference folder and answers a file."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -25,8 +26,13 @@ def _run(command, cwd, **kwargs):
 
 
 def test_a_wheel_in_a_fresh_venv_trains_loads_and_answers(tmp_path, whisper_dir, llama_dir):
+    # Built from a copy: a build leaves build/ and *.egg-info next to the sources,
+    # whose stale files a later build of the checkout could ship.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "results", "build", "*.egg-info", "__pycache__"))  # fmt: skip
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-          "-w", str(tmp_path / "dist"), str(ROOT)], cwd=tmp_path)  # fmt: skip
+          "-w", str(tmp_path / "dist"), str(source)], cwd=tmp_path)  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("speechbrain_mowe-*.whl")
     # A new environment whose dependencies (torch, speechbrain, ...) are this one's
     # packages, read through a .pth file; this one's editable install is not among them.

@@ -88,7 +88,9 @@ def test_settings_from_anywhere_are_rebuilt(tmp_path, corpus, whisper_dir, llama
     assert (trained.router.top_k, trained.weak_dim) == (2, 48)
 
     written = YAML().load((out / "inference.yaml").read_text())
-    assert dict(written["model_settings"]) == {"top_k": 2, "weak_dim": 48}
+    assert dict(written["model_settings"]) == {
+        "weak_dim": 48, "top_k": 2, "aux_weight": 0.1, "long_audio": "refuse"
+    }  # fmt: skip
     rebuilt = _fresh_process(out, corpus)
     assert (rebuilt["top_k"], rebuilt["weak_dim"]) == (2, 48)
     assert rebuilt["answers"] == _hypotheses(out)

@@ -16,7 +16,7 @@ from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_mowe.dataio import audio_info, manifest_row, write_manifest
 from speechbrain_mowe.metrics import Scorer
-from speechbrain_mowe.tasks import Metric, Task, register_task
+from speechbrain_mowe.tasks import Metric, Task, example_rng, register_task
 from speechbrain_mowe.training import setup_experiment, train_and_evaluate
 
 
@@ -60,15 +60,18 @@ WORD_COUNT = register_task(
 )
 
 
-def prepare_word_count(data_folder: str, save_folder: str, splits: List[str]) -> None:
-    """One manifest per LibriSpeech split, answering each clip with its word count."""
+def prepare_word_count(data_folder: str, save_folder: str, splits: List[str], seed: int) -> None:
+    """One manifest per LibriSpeech split, answering each clip with its word count
+    (training rows with a seeded paraphrase of the instruction, the others with
+    the evaluation one)."""
     for split in splits:
         rows = []
         for transcript in sorted(Path(data_folder, split).glob("*/*/*.trans.txt")):
             for line in transcript.read_text().splitlines():
                 utt_id, text = line.split(" ", 1)
                 wav = transcript.parent / f"{utt_id}.flac"
-                instruction = WORD_COUNT.instruction()
+                rng = example_rng(seed, utt_id) if split.startswith("train") else None
+                instruction = WORD_COUNT.instruction(rng)
                 seconds = audio_info(wav, utt_id=utt_id).duration
                 answer = str(len(text.split()))
                 rows.append(
@@ -84,7 +87,8 @@ def main(argv):
     hparams, run_opts, _ = setup_experiment(argv)
     splits = hparams["train_splits"] + hparams["valid_splits"] + hparams["test_splits"]
     run_on_main(
-        prepare_word_count, args=[hparams["data_folder"], hparams["manifest_folder"], splits]
+        prepare_word_count,
+        args=[hparams["data_folder"], hparams["manifest_folder"], splits, hparams["seed"]],
     )
     return train_and_evaluate(hparams, run_opts)
 

@@ -19,7 +19,7 @@ from speechbrain_mowe.tasks import TASKS, example_rng
 
 sys.path.append(str(RECIPES / "Synthetic"))  # the script imports its sibling modules
 synthetic = load_recipe("Synthetic/synthetic_prepare.py")
-grammar, scenes = sys.modules["grammar"], sys.modules["scenes"]
+grammar, scenes = sys.modules["synthetic_grammar"], sys.modules["synthetic_scenes"]
 
 SIZES = {"train": 24, "valid": 4, "test": 8}
 SEED = 7

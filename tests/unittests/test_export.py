@@ -35,7 +35,13 @@ def test_paths_are_made_absolute_and_settings_reach_the_family(
         "whisper_source": str(tmp_path / "whisper"),
         "llm_source": str(llama_dir),
     }
-    assert dict(written["model_settings"]) == {"top_k": 2, "weak_dim": 24}
+    # Every setting's value, and the family file itself: later edits of the file
+    # (or of its defaults) do not change the folder's model.
+    assert dict(written["model_settings"]) == {
+        "weak_dim": 24, "top_k": 2, "aux_weight": 0.1, "long_audio": "refuse"
+    }  # fmt: skip
+    assert written["model"]["text"] == (tmp_path / "family.yaml").read_text()
+    (tmp_path / "family.yaml").write_text("broken: [")
     assert list(written["tasks"]) == ["asr", "er"]
     assert dict(written["answers"]["asr"]) == {
         "instruction": "Transcribe the speech.",

@@ -4,7 +4,7 @@ built from tiny random checkpoints."""
 import pytest
 import torch
 
-from speechbrain_mowe.families import FamilySpec, load_family
+from speechbrain_mowe.families import FAMILIES_FOLDER, FamilySpec, load_family
 from speechbrain_mowe.lobes import (
     BEATsEncoder,
     FrameStackProjector,
@@ -120,7 +120,7 @@ def _run(model, expected_steps):
     assert audio.shape[-1] == llm.embedding_dim == LLM_DIM
     assert torch.round(audio_lens * audio.shape[1]).long().tolist() == expected_steps
     prefix, suffix = llm.tokenize_prompts(["transcribe the audio .", "describe the sound ."])
-    answers = llm.generate(audio, audio_lens, prefix, suffix, max_new_tokens=3)
+    answers = llm.generate(audio, audio_lens, prefix, suffix, max_new_tokens=3, num_beams=1)
     assert len(answers) == 2
     assert all(isinstance(a, list) and len(a) <= 3 for a in answers)
     return out
@@ -216,10 +216,12 @@ def test_widths_and_dtype_are_overridable(sources):
     # The model records how it was built: the family, the sources it used, every setting.
     assert model.built_from == FamilySpec(
         "salmonn_like",
+        (FAMILIES_FOLDER / "salmonn_like.yaml").read_text(),
         {key: sources[key] for key in ("whisper_source", "beats_checkpoint", "llm_source")},
         ("asr", "ast", "er", "aac"),
-        {"weak_dim": 16, "qformer_dim": 32, "qformer_heads": 4, "llm_dtype": "float32"},
-    )
+        {"weak_dim": 16, "qformer_dim": 32, "qformer_heads": 4, "llm_dtype": "float32",
+         "long_audio": "refuse"},
+    )  # fmt: skip
 
 
 def test_tasks_set_the_router_and_unknown_settings_are_named(sources):
@@ -232,6 +234,11 @@ def test_tasks_set_the_router_and_unknown_settings_are_named(sources):
         load_family("base_only", sources, top_k=2)
     with pytest.raises(ValueError, match="has no setting 'router'"):  # an object, not a setting
         load_family("mowe_paper", sources, router=None)
+    # Settings belong in the settings, not in the sources; renamed keys are named.
+    with pytest.raises(ValueError, match="'llm_dtype' is a setting of model family 'base_only'"):
+        load_family("base_only", {**sources, "llm_dtype": "float16"})
+    with pytest.raises(ValueError, match="'long_input' is no longer .* use the setting long_audio"):
+        load_family("base_only", sources, long_input="chunk")
 
 
 @pytest.mark.parametrize(

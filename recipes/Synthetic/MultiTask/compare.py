@@ -11,7 +11,7 @@ and ``comparison.json``. The trained models stay in
 ``<experiment_folder>/<family>/`` and load with
 ``PretrainedAudioLLM.from_hparams(source=<experiment_folder>/<family>)``.
 
-To run (about ten minutes on two CPU cores)::
+To run (about five minutes on two CPU cores)::
 
     python compare.py hparams/mowe.yaml
 """
