@@ -182,6 +182,7 @@ class MoWEAudioLLM(TrainableStateMixin, nn.Module):
         wav_lens: Optional[torch.Tensor] = None,
         task_ids: Optional[torch.Tensor] = None,
         base_output: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+        weak_outputs: Optional[Sequence[Optional[Tuple[torch.Tensor, torch.Tensor]]]] = None,
     ) -> AudioEmbeddings:
         """The MoWE encoder, then the projector.
 
@@ -191,7 +192,7 @@ class MoWEAudioLLM(TrainableStateMixin, nn.Module):
         """
         if task_ids is not None:
             task_ids = task_ids.to(wavs.device)
-        encoded = self.mowe_encoder(wavs, wav_lens, task_ids, base_output=base_output)
+        encoded = self.mowe_encoder(wavs, wav_lens, task_ids, base_output, weak_outputs)
         embeds, lens = self.projector(encoded.feats, encoded.lens)
         return AudioEmbeddings(encoded, embeds, lens)
 
@@ -204,6 +205,7 @@ class MoWEAudioLLM(TrainableStateMixin, nn.Module):
         answer: Tokens,
         task_ids: Optional[torch.Tensor] = None,
         base_output: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+        weak_outputs: Optional[Sequence[Optional[Tuple[torch.Tensor, torch.Tensor]]]] = None,
     ) -> ModelOutput:
         """Teacher-forced losses of a batch.
 
@@ -212,13 +214,13 @@ class MoWEAudioLLM(TrainableStateMixin, nn.Module):
 
         Arguments
         ---------
-        wavs, wav_lens, task_ids, base_output
+        wavs, wav_lens, task_ids, base_output, weak_outputs
             As in :meth:`encode_audio`.
         prefix, suffix, answer : (torch.Tensor, torch.Tensor)
             Token ids with relative lengths (see
             :meth:`~speechbrain_mowe.lobes.LanguageModel.tokenize_prompts`).
         """
-        audio = self.encode_audio(wavs, wav_lens, task_ids, base_output)
+        audio = self.encode_audio(wavs, wav_lens, task_ids, base_output, weak_outputs)
         out = self.llm(audio.embeds, audio.lens, prefix, suffix, answer)
         with torch.autocast(out.logits.device.type, enabled=False):
             sums, tokens = answer_token_losses(out.logits, out.labels)

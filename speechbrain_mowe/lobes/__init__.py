@@ -21,6 +21,7 @@ from speechbrain_mowe.lobes.pretrained_encoders import (
     Wav2Vec2Encoder,
     WavLMEncoder,
     WhisperEncoder,
+    spec_augment,
 )
 from speechbrain_mowe.lobes.projectors import (
     FrameStackProjector,
@@ -28,15 +29,18 @@ from speechbrain_mowe.lobes.projectors import (
     WindowQFormerProjector,
 )
 from speechbrain_mowe.lobes.routers import (
+    ROUTER_KINDS,
     DataDependentRouter,
     DataIndependentRouter,
     HybridRouter,
     Router,
     Routing,
+    build_router,
 )
 
 __all__ = [
     "ENCODERS",
+    "ROUTER_KINDS",
     "AudioEncoder",
     "LanguageModel",
     "LanguageModelOutput",
@@ -59,6 +63,8 @@ __all__ = [
     "WhisperEncoder",
     "WindowQFormerProjector",
     "build_encoder",
+    "build_router",
     "load_encoder",
     "save_encoder",
+    "spec_augment",
 ]

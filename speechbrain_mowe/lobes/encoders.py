@@ -101,6 +101,18 @@ class AudioEncoder(nn.Module, abc.ABC):
         feats = zero_padding(feats, num_frames)
         return feats, to_relative(num_frames, feats.shape[1])
 
+    def frozen(self, training: bool = False) -> "AudioEncoder":
+        """Sets the mode of a frozen encoder: eval (no dropout) even while the
+        model trains; encoders with input augmentation (Whisper's
+        ``spec_augment``) override this to keep it on while ``training``."""
+        return self.eval()
+
+    @property
+    def augments_input(self) -> bool:
+        """Whether the encoder now changes its input at random (then its
+        features must not be cached)."""
+        return False
+
     @property
     def window_samples(self) -> Optional[int]:
         """Samples in one encoder window, or None when unlimited."""

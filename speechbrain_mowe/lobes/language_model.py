@@ -153,7 +153,8 @@ class LanguageModel(TrainableStateMixin, nn.Module):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         end_token = end_token or self.tokenizer.eos_token
         self.end_token_id = self.tokenizer.convert_tokens_to_ids(end_token)
-        if self.end_token_id is None or self.end_token_id == self.tokenizer.unk_token_id:
+        unknown = self.end_token_id == self.tokenizer.unk_token_id
+        if self.end_token_id is None or (unknown and end_token != self.tokenizer.unk_token):
             raise ValueError(f"end token {end_token!r} is not in the vocabulary of '{source}'")
         self.audio_placeholder = audio_placeholder
         self.user_template = user_template
@@ -242,6 +243,8 @@ class LanguageModel(TrainableStateMixin, nn.Module):
         return self._pad([self.tokenize_answer(text) for text in answers])
 
     def _pad(self, sequences: Sequence[List[int]]) -> Tokens:
+        if not any(sequences):  # e.g. a chat template that puts nothing before the audio
+            return torch.zeros(len(sequences), 0, dtype=torch.long), torch.zeros(len(sequences))
         tensors = [torch.tensor(ids, dtype=torch.long) for ids in sequences]
         return batch_pad_right(tensors, value=self.tokenizer.pad_token_id)
 

@@ -151,12 +151,15 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
         return self.base.frame_rate
 
     def train(self, mode: bool = True):
-        """Sets training mode, keeping frozen encoders in eval mode."""
+        """Sets training mode, keeping frozen encoders in eval mode (but their
+        input augmentation, see :meth:`AudioEncoder.frozen`)."""
         super().train(mode)
         if self.freeze_base:
-            self.base.eval()
+            self.base.frozen(mode)
         if self.freeze_weak:
             self.weak_pool.eval()
+            for expert in self.weak_pool:
+                expert.frozen(mode)
         return self
 
     def forward(
@@ -165,6 +168,7 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
         wav_lens: Optional[torch.Tensor] = None,
         task_ids: Optional[torch.Tensor] = None,
         base_output: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+        weak_outputs: Optional[Sequence[Optional[Tuple[torch.Tensor, torch.Tensor]]]] = None,
     ) -> MoWEOutput:
         """Encodes a batch.
 
@@ -181,6 +185,9 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
             computed earlier (e.g. read from a
             :class:`~speechbrain_mowe.training.FeatureCache`); the base
             encoder is then not run.
+        weak_outputs : sequence, optional
+            Per expert, its ``(feats, lens)`` for the whole batch computed
+            earlier, or None to run it; only frozen experts may be given so.
         """
         batch = wavs.shape[0]
         if wav_lens is None:
@@ -211,9 +218,13 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
             rows = selected[:, index].nonzero(as_tuple=True)[0]
             if rows.numel() == 0:
                 continue
+            given = None if weak_outputs is None else weak_outputs[index]
+            if given is not None and not self.freeze_weak:
+                raise ValueError("weak_outputs can only stand in for frozen weak encoders")
             feats = self.expert_features(
-                index, wavs[rows], wav_lens[rows], base_frames[rows], base_feats.shape[1]
-            )
+                index, wavs[rows], wav_lens[rows], base_frames[rows], base_feats.shape[1],
+                None if given is None else (given[0][rows], given[1][rows]),
+            )  # fmt: skip
             block = index if self.weak_fusion == "concat" else 0
             gate = gates[rows, index].to(feats.dtype)[:, None, None]
             weak[:, :, block] = weak[:, :, block].index_add(0, rows, feats * gate)
@@ -228,6 +239,7 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
         wav_lens: torch.Tensor,
         base_frames: torch.Tensor,
         max_frames: int,
+        computed: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> torch.Tensor:
         """Runs expert ``index`` on a (sub-)batch and aligns it to the base frames.
 
@@ -241,14 +253,19 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
             ``[n]`` valid base frames of these examples.
         max_frames : int
             Padded base length.
+        computed : (torch.Tensor, torch.Tensor), optional
+            The expert's ``(feats, lens)`` of these examples, computed earlier.
 
         Returns
         -------
         torch.Tensor
             ``[n, max_frames, weak_dim]`` projected, time-aligned, not gated.
         """
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_weak):
-            feats, lens = self.weak_pool[index](wavs, wav_lens)
+        if computed is not None:
+            feats, lens = computed
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_weak):
+                feats, lens = self.weak_pool[index](wavs, wav_lens)
         feats = self.weak_norm(self.projections[index](feats))
         frames = to_absolute(lens, feats.shape[1])
         return align_frames(feats, frames, base_frames, max_frames)

@@ -15,8 +15,10 @@ Shape legend: ``b`` batch, ``s`` samples, ``t`` frames, ``d`` channels.
 """
 
 import math
+from typing import Optional
 
 import torch
+from speechbrain.augment.freq_domain import SpectrogramDrop
 from speechbrain.integrations.huggingface.hubert import HuBERT
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 from speechbrain.integrations.huggingface.wavlm import WavLM
@@ -28,6 +30,27 @@ from speechbrain_mowe.lobes.encoders import ENCODERS, AudioEncoder, log_mel
 from speechbrain_mowe.lobes.sequence import length_mask, to_relative
 
 WHISPER_MODES = ("variable", "pad30")
+
+
+def spec_augment(masks: int = 2, max_time: int = 20, max_bands: int = 10) -> Optional[nn.Module]:
+    """SpecAugment from SpeechBrain's augmenters: ``masks`` time masks of up to
+    ``max_time`` frames, then ``masks`` frequency masks of up to ``max_bands``
+    mel bands (each count drawn in ``[1, masks]`` per batch); None when
+    ``masks`` is 0, so that a YAML setting can switch it off.
+
+    Example
+    -------
+    >>> augment = spec_augment(masks=2)
+    >>> mel = torch.ones(3, 100, 80)
+    >>> bool((augment(mel) == 0).any()), spec_augment(masks=0) is None
+    (True, True)
+    """
+    if masks == 0:
+        return None
+    return nn.Sequential(
+        SpectrogramDrop(1, max_time, 1, masks, dim=1),
+        SpectrogramDrop(1, max_bands, 1, masks, dim=2),
+    )
 
 
 @ENCODERS.register("whisper")
@@ -51,6 +74,12 @@ class WhisperEncoder(AudioEncoder):
         loading a state dict saved under the other mode raises an error.
     long_audio : str
         ``"refuse"`` or ``"chunk"`` for inputs longer than the window.
+    spec_augment : torch.nn.Module, optional
+        SpecAugment on the log-mel input while training: a module mapping
+        ``[b, t, n_mels]`` to the same, e.g. :func:`spec_augment` (SpeechBrain's
+        ``SpectrogramDrop`` in time and in frequency). It stays on when the
+        encoder is frozen inside a training model (:meth:`frozen`), never in
+        evaluation.
 
     Example
     -------
@@ -70,11 +99,14 @@ class WhisperEncoder(AudioEncoder):
         *,
         mode: str = "variable",
         long_audio: str = "refuse",
+        spec_augment: Optional[nn.Module] = None,
     ):
         super().__init__(long_audio=long_audio)
         if mode not in WHISPER_MODES:
             raise ValueError(f"Whisper mode must be one of {WHISPER_MODES}, got '{mode}'")
         self.mode = mode
+        self.spec_augment = spec_augment
+        self._augmenting = False
         lobe = Whisper(source, save_path, encoder_only=True, freeze=False)
         self.encoder = lobe.model.encoder
         self.register_buffer("filters", lobe._mel_filters, persistent=False)
@@ -86,6 +118,23 @@ class WhisperEncoder(AudioEncoder):
         self.max_seconds = (
             self.encoder.config.max_source_positions * 2 * self.hop_length / self.sample_rate
         )
+
+    def train(self, mode: bool = True):
+        """Sets training mode; SpecAugment (if any) follows it."""
+        super().train(mode)
+        self._augmenting = mode
+        return self
+
+    def frozen(self, training: bool = False) -> "WhisperEncoder":
+        """Eval mode (no dropout), with SpecAugment on while ``training``."""
+        self.eval()
+        self._augmenting = training
+        return self
+
+    @property
+    def augments_input(self) -> bool:
+        """Whether SpecAugment is applied now."""
+        return self.spec_augment is not None and self._augmenting
 
     def get_extra_state(self):
         """The input mode, saved with the model."""
@@ -112,6 +161,8 @@ class WhisperEncoder(AudioEncoder):
         log_spec = torch.clamp(mel, min=1e-10).log10()
         ceiling = log_spec.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
         log_spec = (torch.maximum(log_spec, ceiling - 8.0) + 4.0) / 4.0
+        if self.augments_input:
+            log_spec = self.spec_augment(log_spec.transpose(1, 2)).transpose(1, 2)
         num_frames = self._frames(torch.div(num_samples, self.hop_length, rounding_mode="floor"))
         if self.mode == "pad30":
             return self.encoder(log_spec).last_hidden_state, num_frames

@@ -238,3 +238,49 @@ class HybridRouter(Router):
         return self.independent.logits(summary, task_ids, batch) + self.dependent.logits(
             summary, task_ids, batch
         )
+
+
+#: The routers :func:`build_router` makes, by name (``none``: every expert, gate 1).
+ROUTER_KINDS = ("none", "independent", "dependent", "hybrid")
+
+
+def build_router(
+    kind: str,
+    input_dim: int,
+    num_experts: int,
+    num_tasks: int = 1,
+    hidden_dim: Optional[int] = None,
+    **kwargs,
+) -> Optional[Router]:
+    """A router chosen by name, for YAML that compares routers with one setting.
+
+    Arguments
+    ---------
+    kind : str
+        ``independent`` (per task), ``dependent`` (on the base features),
+        ``hybrid`` (both) or ``none`` (None: every expert runs with gate 1).
+    input_dim, num_experts, num_tasks, hidden_dim
+        As the routers take them (each uses those it needs).
+    **kwargs
+        See :class:`Router`.
+
+    Example
+    -------
+    >>> type(build_router("hybrid", 8, 3, num_tasks=2)).__name__
+    'HybridRouter'
+    >>> build_router("none", 8, 3) is None
+    True
+    >>> build_router("learned", 8, 3)
+    Traceback (most recent call last):
+     ...
+    ValueError: Unknown router 'learned'; the routers are none, independent, dependent, hybrid
+    """
+    if kind == "none":
+        return None
+    if kind == "independent":
+        return DataIndependentRouter(num_experts, num_tasks=num_tasks, **kwargs)
+    if kind == "dependent":
+        return DataDependentRouter(input_dim, num_experts, hidden_dim=hidden_dim, **kwargs)
+    if kind == "hybrid":
+        return HybridRouter(input_dim, num_experts, num_tasks, hidden_dim=hidden_dim, **kwargs)
+    raise ValueError(f"Unknown router '{kind}'; the routers are {', '.join(ROUTER_KINDS)}")

@@ -84,8 +84,10 @@ class MoWEBrain(sb.Brain):
     - ``valid_search_interval``: decode during validation every this many
       epochs and at the last one (default 1; other epochs report the loss only);
     - ``scorer_options``: ``{task: {option: value}}`` for the tasks' scorers;
-    - ``cache_base_features``, ``feature_cache_folder``: cache the frozen base
-      encoder's features (:class:`~speechbrain_mowe.training.FeatureCache`);
+    - ``cache_features``, ``feature_cache_folder``: cache the features of the
+      frozen encoders, the base and the frozen weak encoders
+      (:class:`~speechbrain_mowe.training.FeatureCache`), also in memory when
+      ``feature_cache_in_memory``;
     - ``lr_annealing``: a SpeechBrain scheduler called with the optimizer
       after each optimizer step.
 
@@ -107,11 +109,7 @@ class MoWEBrain(sb.Brain):
         self.scorer_options = self._checked_scorer_options()
         self.tally = EpochTally(self.model.tasks, self.model.experts)
         self.finite_in_window = 0
-        self.feature_cache = None
-        if getattr(self.hparams, "cache_base_features", False):
-            self.feature_cache = FeatureCache(
-                self.hparams.feature_cache_folder, self.model.mowe_encoder.base
-            )
+        self.feature_caches = self._feature_caches()
         given = {key: getattr(self.hparams, key) for key in ("max_new_tokens", "num_beams")
                  if hasattr(self.hparams, key)}  # fmt: skip
         self.decoding = Decoding(**given)
@@ -136,6 +134,32 @@ class MoWEBrain(sb.Brain):
             checked[name] = dict(options or {})
             get_task(name).check_scorer_options(checked[name])
         return checked
+
+    def _feature_caches(self) -> Dict[str, FeatureCache]:
+        """A cache per frozen encoder (``base``, ``weak_<i>``), when ``cache_features``."""
+        if not getattr(self.hparams, "cache_features", False):
+            return {}
+        mowe, folder = self.model.mowe_encoder, self.hparams.feature_cache_folder
+        frozen = {"base": mowe.base} if mowe.freeze_base else {}
+        if mowe.freeze_weak:
+            frozen.update((f"weak_{i}", expert) for i, expert in enumerate(mowe.weak_pool))
+        memory = getattr(self.hparams, "feature_cache_in_memory", False)
+        return {name: FeatureCache(folder, e, keep_in_memory=memory) for name, e in frozen.items()}
+
+    def _cached_features(self, batch, stage):
+        """``(base_output, weak_outputs)`` from the caches (None where there is none;
+        never the base's while it augments its input in training)."""
+        wavs, wav_lens = batch.sig
+        mowe = self.model.mowe_encoder
+
+        def cached(name, encoder):
+            cache = self.feature_caches.get(name)
+            if cache is None or (stage == sb.Stage.TRAIN and encoder.augments_input):
+                return None
+            return cache.encode(batch.id, wavs, wav_lens)
+
+        weak = [cached(f"weak_{i}", expert) for i, expert in enumerate(mowe.weak_pool)]
+        return cached("base", mowe.base), (weak if any(w is not None for w in weak) else None)
 
     @property
     def model(self) -> MoWEAudioLLM:
@@ -162,14 +186,12 @@ class MoWEBrain(sb.Brain):
         """The model's teacher-forced forward (evaluation bypasses DDP)."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        base_output = None
-        if self.feature_cache is not None:
-            base_output = self.feature_cache.encode(batch.id, wavs, wav_lens)
+        base_output, weak_outputs = self._cached_features(batch, stage)
         model = self.modules["model"] if stage == sb.Stage.TRAIN else self.model
         task_ids = torch.as_tensor(batch.task_id, device=self.device)
         return model(
             wavs, wav_lens, batch.prefix, batch.suffix, batch.answer_tokens, task_ids,
-            base_output=base_output,
+            base_output, weak_outputs,
         )  # fmt: skip
 
     def compute_objectives(self, predictions: ModelOutput, batch, stage) -> torch.Tensor:

@@ -73,6 +73,9 @@ class FeatureCache:
     dtype : torch.dtype, optional
         Storage dtype (e.g. ``torch.float16`` halves the disk use at the
         cost of rounding); default: the encoder's output dtype, exact.
+    keep_in_memory : bool
+        Also keep every entry read or written in memory, so that later epochs
+        read no file (about frames x width x 4 bytes per clip of RAM).
 
     Example
     -------
@@ -85,7 +88,9 @@ class FeatureCache:
     (2, True, 2)
     """
 
-    def __init__(self, folder, encoder: nn.Module, dtype: torch.dtype = None):
+    def __init__(
+        self, folder, encoder: nn.Module, dtype: torch.dtype = None, keep_in_memory: bool = False
+    ):
         if any(p.requires_grad for p in encoder.parameters()):
             raise ValueError(
                 "FeatureCache needs a frozen encoder; features of a trained encoder "
@@ -97,6 +102,7 @@ class FeatureCache:
         self.folder = Path(folder) / self.fingerprint
         self.folder.mkdir(parents=True, exist_ok=True)
         self.output_dtype = next(encoder.parameters()).dtype
+        self.memory = {} if keep_in_memory else None
         self.hits = 0
         self.misses = 0
         logger.info("Caching %s features in %s", type(encoder).__name__, self.folder)
@@ -117,6 +123,8 @@ class FeatureCache:
         return folder / safe[:2] / f"{safe}.pt"
 
     def _read(self, path: Path, utt_id: str, num_samples: int, checksum: float):
+        if self.memory is not None and (path, num_samples, checksum) in self.memory:
+            return self.memory[path, num_samples, checksum]
         if not path.exists():
             return None
         entry = torch.load(path, map_location="cpu", weights_only=True)
@@ -126,6 +134,8 @@ class FeatureCache:
             or entry["checksum"] != checksum
         ):
             return None
+        if self.memory is not None:
+            self.memory[path, num_samples, checksum] = entry["feats"]
         return entry["feats"]
 
     def _write(self, path: Path, utt_id: str, num_samples: int, checksum: float, feats):
@@ -162,5 +172,7 @@ class FeatureCache:
                 stored = stored.to(self.dtype) if self.dtype is not None else stored.clone()
                 self._write(paths[row], ids[row], num_samples[row], checksums[row], stored)
                 found[row] = stored
+                if self.memory is not None:
+                    self.memory[paths[row], num_samples[row], checksums[row]] = stored
         batch, lens = batch_pad_right(found)
         return batch.to(device=wavs.device, dtype=self.output_dtype), lens.to(wavs.device)

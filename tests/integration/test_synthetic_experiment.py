@@ -1,11 +1,13 @@
-"""The synthetic experiment end to end, on a small corpus.
+"""The synthetic experiment end to end, on a small corpus, in its fast
+configuration (``hparams/conv.yaml``).
 
 ``train.py`` generates the corpus, pre-trains the base encoder with CTC,
 builds the LLM and trains MoWE, which must beat, on every task, what
 answering every test clip with the most common training answer scores (and
 1/4 for the four emotions), by margins that held over five seeds and two
-machines; its folder loads for inference. ``compare.py``
-trains MoWE and the base-only baseline with the same budget and reports them.
+machines; its folder loads for inference. ``compare.py`` trains MoWE and the
+base-only baseline with the same budget and two seeds, and reports them
+(tables with the spread over seeds, paired differences, routing, a figure).
 """
 
 import csv
@@ -21,12 +23,15 @@ from recipe_runs import RECIPES, load_train_script  # noqa: E402
 
 from speechbrain_mowe.tasks import TASKS  # noqa: E402
 
-YAML = str(RECIPES / "Synthetic" / "MultiTask" / "hparams" / "mowe.yaml")
+YAML = str(RECIPES / "Synthetic" / "MultiTask" / "hparams" / "conv.yaml")
+BASE = "{objective: ctc, tasks: [asr], encoder: {name: tiny_conv, config: {n_mels: 40, " \
+    "channels: [96, 96, 128], strides: [2, 1, 1]}}, training: {number_of_epochs: 4, " \
+    "lr: 0.002, max_batch_duration: 60}}"  # fmt: skip
 SMALL = [
     "--train_size=400",
     "--valid_size=10",
     "--test_size=20",
-    "--base_pretraining={number_of_epochs: 4, lr: 0.002, max_batch_duration: 60}",
+    f"--pretrained_encoders={{base: {BASE}}}",
     "--noprogressbar",
 ]
 
@@ -34,12 +39,13 @@ SMALL = [
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """A folder, and the arguments that make every run here share its corpus,
-    base encoder and LLM (made by the first run, reused by the others)."""
+    base encoder, LLM and feature cache (made by the first run, reused)."""
     folder = tmp_path_factory.mktemp("synthetic")
     argv = [
         f"--corpus_folder={folder / 'corpus'}",
-        f"--base_encoder_folder={folder / 'base_encoder'}",
+        f"--encoders_folder={folder / 'encoders'}",
         f"--llm_folder={folder / 'llm_init'}",
+        f"--feature_cache_folder={folder / 'feature_cache'}",
         *SMALL,
     ]
     return folder, argv
@@ -58,13 +64,14 @@ def trained(shared):
 
 @pytest.fixture(scope="module")
 def compared(shared):
-    """compare.py's results (one epoch per family) and its experiment folder."""
+    """compare.py's summary (one epoch per system, two seeds) and its experiment folder."""
     folder, argv = shared
     compare = load_train_script("Synthetic/MultiTask/compare.py")
     experiment = folder / "compare"
     return experiment, compare.main(
-        [YAML, f"--experiment_folder={experiment}", "--number_of_epochs=1", *argv]
-    )
+        [YAML, f"--experiment_folder={experiment}", "--number_of_epochs=1",
+         "--compare_seeds=[1, 2]", *argv]
+    )  # fmt: skip
 
 
 def _rows(folder: Path, task: str, split: str):
@@ -110,9 +117,10 @@ def test_trained_folder_loads_for_inference(trained):
     from speechbrain_mowe.inference import PretrainedAudioLLM
 
     folder, brain = trained
-    model = PretrainedAudioLLM.from_hparams(source=str(folder / "mowe" / "conv_mowe"))
+    run = folder / "mowe" / "conv_mowe" / "seed_1986"
+    model = PretrainedAudioLLM.from_hparams(source=str(run))
     hypotheses = {}
-    results = folder / "mowe" / "conv_mowe" / "test_results" / "test" / "hypotheses.jsonl"
+    results = run / "test_results" / "test" / "hypotheses.jsonl"
     for line in results.read_text().splitlines():
         record = json.loads(line)
         hypotheses[record["id"]] = record["hypothesis"]
@@ -128,32 +136,45 @@ def test_trained_folder_loads_for_inference(trained):
             assert shortcut(path) == hypotheses[row["ID"]]
 
 
-def test_compare_trains_both_families_with_the_same_budget(compared):
-    experiment, results = compared
-    assert list(results) == ["conv_mowe", "conv_base_only"]
-    for family, result in results.items():
-        assert {task: set(metrics) for task, metrics in result["metrics"].items()} == {
-            "asr": {"WER", "CER"}, "ast": {"BLEU"}, "er": {"WA", "UA"}, "aac": {"CIDEr_D", "BLEU_4"}
-        }  # fmt: skip
-        log = (experiment / family / "train_log.txt").read_text()
-        assert log.count("epoch: ") == 1
-        assert (experiment / family / "inference.yaml").is_file()
+def test_compare_trains_every_system_and_seed_with_the_same_budget(compared):
+    experiment, summary = compared
+    assert list(summary) == ["conv_base_only", "conv_mowe"]
+    expected = {"asr/WER", "asr/CER", "ast/BLEU", "er/WA", "er/UA", "aac/CIDEr_D", "aac/BLEU_4"}
+    saved = json.loads((experiment / "comparison.json").read_text())
+    for system, result in summary.items():
+        assert set(result["metrics"]) == expected and result["seeds"] == [1, 2]
+        for seed in (1, 2):
+            run = experiment / system / f"seed_{seed}"
+            assert (run / "train_log.txt").read_text().count("epoch: ") == 1
+            assert (run / "inference.yaml").is_file()
+        # mean and spread over the two seeds, and the paired difference to the baseline
+        wer = [saved["runs"][system][str(seed)]["metrics"]["asr"]["WER"] for seed in (1, 2)]
+        assert result["metrics"]["asr/WER"]["mean"] == pytest.approx(sum(wer) / 2)
+        assert result["metrics"]["asr/WER"]["std"] == pytest.approx(abs(wer[0] - wer[1]) / 2**0.5)
+        base = [saved["runs"]["conv_base_only"][str(s)]["metrics"]["asr"]["WER"] for s in (1, 2)]
+        difference = result["difference_to_conv_base_only"]["asr/WER"]["mean"]
+        assert difference == pytest.approx(sum(wer) / 2 - sum(base) / 2)
     # Only MoWE has weak encoders, a router and routing statistics.
-    mowe, base = results["conv_mowe"], results["conv_base_only"]
+    mowe, base = summary["conv_mowe"], summary["conv_base_only"]
     assert mowe["trainable_parameters"] > base["trainable_parameters"]
     assert set(mowe["routing"]) == {"asr", "ast", "er", "aac"} and not base["routing"]
+    # The frozen base encoder was computed once for every system and seed (shared cache).
+    assert len(list((experiment.parent / "feature_cache").iterdir())) == 1
 
 
-def test_compare_report_is_saved(compared):
-    experiment, results = compared
+def test_compare_report_and_figure_are_saved(compared):
+    experiment, summary = compared
     report = (experiment / "comparison.md").read_text()
+    assert "Training seeds: [1, 2]" in report
     table = [line for line in report.splitlines() if line.startswith("| ")]
-    assert table[0] == "| task | metric | conv_mowe | conv_base_only | chance |"
+    assert table[0] == "| task | metric | conv_base_only | conv_mowe | chance |"
     wer = next(line for line in table if line.startswith("| asr | WER"))
-    assert f"{results['conv_mowe']['metrics']['asr']['WER']:.2f}" in wer
+    value = summary["conv_mowe"]["metrics"]["asr/WER"]
+    assert f"{value['mean']:.2f} ± {value['std']:.2f}" in wer
     er = next(line for line in table if line.startswith("| er | accuracy"))
     assert er.endswith("| 25.00 |")
-    assert "Weak encoders chosen per task (conv_mowe, test split):" in report
+    assert "Paired difference to conv_base_only" in report
+    assert "Weak encoders chosen per task (conv_mowe, test split, mean over seeds):" in report
     assert "Total wall time:" in report
-    saved = json.loads((experiment / "comparison.json").read_text())
-    assert saved["results"]["conv_mowe"]["metrics"] == results["conv_mowe"]["metrics"]
+    figure = (experiment / "comparison.png").read_bytes()
+    assert figure.startswith(b"\x89PNG") and len(figure) > 10_000

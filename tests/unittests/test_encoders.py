@@ -9,11 +9,13 @@ from speechbrain_mowe.lobes import (
     AudioEncoder,
     BEATsEncoder,
     HuBERTEncoder,
+    MoWEEncoder,
     TinyConvEncoder,
     Wav2Vec2Encoder,
     WavLMEncoder,
     WhisperEncoder,
     build_encoder,
+    spec_augment,
 )
 from speechbrain_mowe.registry import Registry
 from speechbrain_mowe.tiny import make_tiny_beats
@@ -171,7 +173,7 @@ def test_registry_builds_by_name_and_lists_valid_names():
     assert {"tiny_conv", "whisper", "wavlm", "hubert", "wav2vec2", "beats"} <= set(ENCODERS.names())
     encoder = build_encoder("tiny_conv", output_dim=24)
     assert isinstance(encoder, TinyConvEncoder) and encoder.output_dim == 24
-    with pytest.raises(KeyError, match="Unknown encoder 'tiny'. Valid names: beats, hubert"):
+    with pytest.raises(KeyError, match="Unknown encoder 'tiny'. Valid names: beats, ge2e, hubert"):
         build_encoder("tiny")
 
 
@@ -205,3 +207,19 @@ def test_entry_point_discovery_loads_good_and_warns_on_broken(tmp_path, monkeypa
     assert type(registry.build("ext_conv")).__name__ == "ExtEncoder"
     assert "Skipping encoder extension 'broken'" in caplog.text
     assert "mowe_missing_module" in caplog.text
+
+
+def test_spec_augment_masks_a_frozen_base_in_training_only(whisper_dir, wavs):
+    torch.manual_seed(0)
+    base = WhisperEncoder(whisper_dir, spec_augment=spec_augment(masks=2, max_time=8))
+    mowe = MoWEEncoder(base, [], None, freeze_base=True)
+    mowe.eval()
+    assert not base.augments_input
+    clean = mowe(*wavs).feats
+    torch.testing.assert_close(mowe(*wavs).feats, clean)  # evaluation: no masking, batch-free
+    mowe.train()
+    assert base.augments_input and not base.training  # frozen: no dropout, but augmentation
+    assert not torch.allclose(mowe(*wavs).feats, clean)
+    mowe.eval()
+    torch.testing.assert_close(mowe(*wavs).feats, clean)
+    assert not WhisperEncoder(whisper_dir).train().augments_input  # none asked for

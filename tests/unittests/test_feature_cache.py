@@ -51,3 +51,16 @@ def test_whisper_input_mode_changes_the_fingerprint(whisper_dir):
 def test_a_trainable_encoder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="frozen encoder"):
         FeatureCache(tmp_path, TinyConvEncoder())
+
+
+def test_entries_kept_in_memory_are_read_without_files(tmp_path):
+    gen = torch.Generator().manual_seed(1)
+    batch, lens = torch.randn(2, 8000, generator=gen) * 0.1, torch.tensor([1.0, 0.6])
+    cache = FeatureCache(tmp_path, _frozen(TinyConvEncoder(output_dim=8)), keep_in_memory=True)
+    first, _ = cache.encode(["a", "b"], batch, lens)
+    for path in tmp_path.rglob("*.pt"):
+        path.unlink()  # later reads must come from memory
+    again, _ = cache.encode(["a", "b"], batch, lens)
+    assert torch.equal(again, first) and (cache.misses, cache.hits) == (2, 2)
+    cache.encode(["a"], batch[:1] * 0.5, lens[:1])  # other samples: computed again
+    assert cache.misses == 3

@@ -143,3 +143,20 @@ def test_checkpoint_holds_trainable_parameters_only(tmp_path, wavs):
 def test_router_size_must_match_pool():
     with pytest.raises(ValueError, match="router has 2 experts but the pool holds 3"):
         MoWEEncoder(TinyConvEncoder(), _pool(), DataDependentRouter(64, 2))
+
+
+def test_cached_expert_features_stand_in_for_frozen_experts(wavs):
+    mowe = _mowe(top_k=2, freeze_weak=True).eval()
+    with torch.no_grad():
+        mowe.router.net.weight.normal_(0, 3.0)
+        expected = mowe(*wavs)
+        computed = [expert(*wavs) for expert in mowe.weak_pool]  # as a feature cache holds them
+        calls, handles = _count_calls(mowe)
+        given = mowe(*wavs, weak_outputs=[computed[0], None, computed[2]])
+    for h in handles:
+        h.remove()
+    assert [index for index, _ in calls] == [1] * bool(expected.routing.experts.eq(1).any())
+    torch.testing.assert_close(given.feats, expected.feats, atol=1e-6, rtol=0)
+    trained = _mowe(top_k=2)  # weak encoders that train cannot be read from a cache
+    with pytest.raises(ValueError, match="weak_outputs can only stand in for frozen"):
+        trained(*wavs, weak_outputs=computed)

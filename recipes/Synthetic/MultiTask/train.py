@@ -1,85 +1,93 @@
 #!/usr/bin/env python3
 """Trains a MoWE audio LLM on the synthetic multi-task corpus, from nothing.
 
-Everything is made here, offline and from the seed: the corpus
-(``synthetic_prepare.py``: speech synthesized with espeak-ng and generated
-sound scenes), a base encoder pre-trained for ASR alone with CTC
-(``base_encoder.py``), and a small random LLM whose tokenizer is trained on
-the corpus's lexicon. Then the model family of ``model_family`` is trained
-on the four tasks, validated, and tested on each; the trained folder also
-holds ``inference.yaml`` for :class:`speechbrain_mowe.inference.PretrainedAudioLLM`.
+Everything is made here, offline, from ``experiment_seed``, once per
+experiment folder (and again when its options change): the corpus
+(``synthetic_prepare.py``: speech synthesized with eSpeak NG and generated
+sound scenes), the encoders the YAML's ``pretrained_encoders`` names
+(``pretraining.py``: a CTC base, or prosody and sound-event weak encoders),
+Whisper tiny.en converted from its CTranslate2 copy when ``whisper_folder``
+is set, and a small LLM whose tokenizer is trained on the corpus's lexicon
+(pre-trained on the training texts when ``llm_pretraining`` says so). Then
+the model family of ``model_family`` is trained on the tasks, validated and
+tested on each; the trained folder also holds ``inference.yaml`` for
+:class:`speechbrain_mowe.inference.PretrainedAudioLLM`.
 
-To run (a few minutes on a laptop CPU)::
+To run::
 
-    python train.py hparams/mowe.yaml                     # MoWE
-    python train.py hparams/mowe.yaml --model_family=conv_base_only
+    python train.py hparams/mowe.yaml                                 # MoWE
+    python train.py hparams/mowe.yaml --model_family=whisper_base_only
+    python train.py hparams/conv.yaml                                 # the fast one
 
-``compare.py`` runs both and prints them side by side.
+``compare.py`` trains several systems and seeds and compares them.
 """
 
 import csv
-import hashlib
-import json
 import sys
-from pathlib import Path
+from typing import Dict, List
 
 from speechbrain.utils.distributed import run_on_main
 
-from speechbrain_mowe.tiny import make_tiny_llm
-from speechbrain_mowe.training import add_recipe_folder, setup_experiment, train_and_evaluate
+from speechbrain_mowe.training import (
+    add_recipe_folder,
+    setup_experiment,
+    task_manifests,
+    train_and_evaluate,
+)
+from speechbrain_mowe.weights import whisper_tiny_en
 
 add_recipe_folder(__file__)
-from base_encoder import pretrain_base_encoder  # noqa: E402
+from pretraining import pretrain_encoder, pretrain_llm  # noqa: E402
 from synthetic_prepare import corpus_texts, prepare_synthetic  # noqa: E402
 
 
-def make_llm(hparams):
-    """A small random LLM whose tokenizer is trained on the corpus's lexicon
-    and its training answers and instructions (so that most words are one
-    token), built once per experiment: it is made again only when its
-    configuration or those texts change."""
-    texts = corpus_texts(tasks=hparams["tasks"])
+def training_texts(hparams: Dict) -> List[str]:
+    """The answers and instructions of the training manifests."""
+    texts = []
     for manifest in hparams["train_data"].values():
         with open(manifest, newline="", encoding="utf-8") as f:
             texts += [
                 text for row in csv.DictReader(f) for text in (row["answer"], row["instruction"])
             ]
-    options = {
-        **hparams["llm_config"],
-        "seed": hparams["seed"],
-        "texts_sha1": hashlib.sha1("\n".join(texts).encode()).hexdigest(),
-    }
-    folder = Path(hparams["llm_folder"])
-    record = folder / "llm_options.json"
-    if record.is_file() and json.loads(record.read_text()) == options:
-        return
-    make_tiny_llm(folder, corpus=texts, seed=hparams["seed"], **hparams["llm_config"])
-    record.write_text(json.dumps(options, indent=2) + "\n")
+    return texts
 
 
-def prepare_experiment(hparams, run_opts):
-    """The corpus, the base encoder and the initial LLM, each made once."""
+def prepare_experiment(hparams: Dict, run_opts: Dict) -> None:
+    """The corpus, the pre-trained encoders, Whisper and the LLM, each made once."""
+    corpus, tasks = hparams["corpus_folder"], hparams["tasks"]
     prepare_synthetic(
-        hparams["corpus_folder"],
+        corpus,
         train_size=hparams["train_size"],
         valid_size=hparams["valid_size"],
         test_size=hparams["test_size"],
-        tasks=hparams["tasks"],
-        seed=hparams["seed"],
+        tasks=tasks,
+        seed=hparams["experiment_seed"],
         skip_prep=hparams["skip_prep"],
     )
-    folder = hparams["corpus_folder"]
-    pretrain_base_encoder(
-        hparams["base_encoder_folder"],
-        f"{folder}/asr_train.csv",
-        f"{folder}/asr_valid.csv",
-        folder,
-        hparams["base_encoder"],
-        seed=hparams["seed"],
-        run_opts=run_opts,
-        **hparams["base_pretraining"],
+    for name, spec in hparams["pretrained_encoders"].items():
+        learns_from = [task for task in spec["tasks"] if task in tasks]
+        pretrain_encoder(
+            f"{hparams['encoders_folder']}/{name}",
+            spec["objective"],
+            task_manifests(corpus, learns_from, "train"),
+            task_manifests(corpus, learns_from, "valid"),
+            corpus,
+            spec["encoder"],
+            seed=hparams["experiment_seed"],
+            run_opts=run_opts,
+            **spec["training"],
+        )
+    if hparams.get("whisper_folder"):
+        whisper_tiny_en(hparams["whisper_folder"])
+    texts = training_texts(hparams)
+    pretrain_llm(
+        hparams["llm_folder"],
+        corpus_texts(tasks=tasks) + texts,
+        texts,
+        hparams["llm_config"],
+        seed=hparams["experiment_seed"],
+        **hparams["llm_pretraining"],
     )
-    make_llm(hparams)
 
 
 def main(argv, prepare: bool = True):
