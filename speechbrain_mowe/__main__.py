@@ -5,6 +5,6 @@ See :mod:`speechbrain_mowe.cli`.
 
 import sys
 
-from speechbrain_mowe.cli import main
+from speechbrain_mowe.cli import run
 
-sys.exit(main())
+sys.exit(run())

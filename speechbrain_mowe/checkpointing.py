@@ -1,21 +1,42 @@
-"""Checkpoints that hold trainable parameters only.
+"""Checkpoints that hold trainable parameters only, written so that a kill
+at any instant leaves a loadable one.
 
 Frozen encoders and the frozen LLM are reloaded from their sources; saving
 them with every checkpoint would multiply its size for nothing. Modules that
 inherit :class:`TrainableStateMixin` are saved by SpeechBrain's
 ``Checkpointer`` (and loaded by its ``Pretrainer``) through the hooks below,
-like SpeechBrain's adapters do.
+like SpeechBrain's adapters do. :class:`CrashSafeCheckpointer` is the
+``Checkpointer`` the recipes use.
 """
 
-from typing import Dict
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, List
 
 import torch
+import yaml
 from speechbrain.utils.checkpoints import (
+    CKPT_PREFIX,
+    DEFAULT_SAVE_HOOKS,
+    METAFNAME,
+    PARAMFILE_EXT,
+    Checkpoint,
+    Checkpointer,
+    ckpt_recency,
+    get_default_hook,
     mark_as_loader,
     mark_as_saver,
     mark_as_transfer,
     register_checkpoint_hooks,
 )
+from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process
+
+logger = logging.getLogger(__name__)
+
+#: Prefixes of folders being written or deleted: never listed as checkpoints.
+WRITING, DELETING = ".writing-", ".deleting-"
 
 EXTRA_STATE = "_extra_state"
 
@@ -88,3 +109,202 @@ class TrainableStateMixin:
     @mark_as_transfer
     def _transfer_trainable(self, path):
         self._load_trainable(path)
+
+
+class CrashSafeCheckpointer(Checkpointer):
+    """SpeechBrain's ``Checkpointer``, safe against a kill at any instant.
+
+    SpeechBrain writes a checkpoint's meta file first and its parameter files
+    after, in the folder recovery lists, and deletes old checkpoints in place;
+    a job killed meanwhile leaves a folder that looks complete and breaks every
+    rerun. Here a checkpoint is written in a hidden folder (``.writing-...``),
+    its files flushed to disk, and renamed to its final name only once whole; an
+    old one is renamed away (``.deleting-...``) before it is removed. Recovery
+    lists only checkpoints whose meta file reads and that hold a file for every
+    recoverable, warns about any other folder it finds, and when the newest
+    checkpoint fails to load, warns and loads the one before.
+
+    Arguments
+    ---------
+    checkpoints_dir : str or Path
+        As for ``Checkpointer``.
+    *args, **kwargs
+        Any other argument of ``Checkpointer``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> checkpointer = CrashSafeCheckpointer(folder, {"layer": layer})
+    >>> saved = checkpointer.save_checkpoint()
+    >>> sorted(p.name for p in saved.path.iterdir())
+    ['CKPT.yaml', 'layer.ckpt']
+    >>> checkpointer.recover_if_possible().path == saved.path
+    True
+    """
+
+    def save_checkpoint(self, meta=None, end_of_epoch=True, name=None, verbosity=logging.INFO):
+        """Saves a checkpoint, visible under its final name only once complete.
+
+        Arguments are those of ``Checkpointer.save_checkpoint``.
+        """
+        final = writing = None
+        if if_main_process():
+            final = (
+                self._custom_checkpoint_dirpath(name) if name else self._new_checkpoint_dirpath()
+            )
+            writing = final.with_name(WRITING + final.name)
+            shutil.rmtree(writing, ignore_errors=True)
+            writing.mkdir(parents=True)
+        writing = ddp_broadcast(writing, src=0)
+        paramfiles = {}
+        for recoverable, obj in self.recoverables.items():
+            path = writing / f"{recoverable}{PARAMFILE_EXT}"
+            hook = self.custom_save_hooks.get(recoverable) or _default_save_hook(obj)
+            hook(obj, path)
+            paramfiles[recoverable] = path
+        ddp_barrier()  # every process has written its files
+        if not if_main_process():
+            return None
+        saved_meta = self._save_checkpoint_metafile(writing / METAFNAME, meta or {}, end_of_epoch)
+        for path in writing.iterdir():
+            _flush_to_disk(path)
+        replaced = final.with_name(DELETING + final.name)
+        if final.exists():  # a custom name saved again: the old one is moved away
+            os.replace(final, replaced)
+        os.replace(writing, final)
+        _flush_to_disk(final.parent)
+        shutil.rmtree(replaced, ignore_errors=True)
+        kind = "end-of-epoch" if end_of_epoch else "intra-epoch"
+        logger.log(verbosity, f"Saved an {kind} checkpoint in {final}")
+        paramfiles = {key: final / path.name for key, path in paramfiles.items()}
+        return Checkpoint(final, saved_meta, paramfiles)
+
+    def list_checkpoints(self) -> List[Checkpoint]:
+        """The complete checkpoints; a warning names every other folder found.
+
+        Returns
+        -------
+        list of Checkpoint
+        """
+        checkpoints = []
+        for path in sorted(self.checkpoints_dir.iterdir()):
+            if path.name.startswith((WRITING, DELETING)):
+                logger.warning(f"Ignoring {path}: a checkpoint whose writing or deletion was "
+                               "interrupted; it is removed at the next save")  # fmt: skip
+                continue
+            if not (path.is_dir() and path.name.startswith(CKPT_PREFIX)):
+                continue
+            checkpoint, problem = self._read_checkpoint(path)
+            if problem:
+                logger.warning(f"Ignoring the incomplete checkpoint {path}: {problem}")
+            else:
+                checkpoints.append(checkpoint)
+        return checkpoints
+
+    def _read_checkpoint(self, path: Path):
+        """The checkpoint in ``path`` and None, or None and what is wrong with it."""
+        try:
+            meta = yaml.safe_load((path / METAFNAME).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            return None, f"its {METAFNAME} does not read ({error})"
+        if not isinstance(meta, dict) or not {"unixtime", "end-of-epoch"} <= set(meta):
+            return None, f"its {METAFNAME} is truncated"
+        paramfiles = {p.stem: p for p in path.iterdir() if p.suffix == PARAMFILE_EXT}
+        missing = [
+            name
+            for name in self.recoverables
+            if name not in paramfiles and not self.optional_recoverables.get(name)
+        ]
+        if missing and not self.allow_partial_load:
+            return None, f"it has no file for {missing}"
+        return Checkpoint(path, meta, paramfiles), None
+
+    def recover_if_possible(self, importance_key=None, max_key=None, min_key=None,
+                            ckpt_predicate=None):  # fmt: skip
+        """Loads the best checkpoint that loads, as ``Checkpointer.recover_if_possible``
+        chooses it; one that fails is named in a warning and the next is tried.
+
+        Returns
+        -------
+        Checkpoint or None
+        """
+        candidates = self.find_checkpoints(importance_key, max_key, min_key, ckpt_predicate)
+        for checkpoint in candidates:
+            try:
+                self.load_checkpoint(checkpoint)
+            except Exception as error:  # a damaged file: any loader's error
+                logger.warning(
+                    f"The checkpoint {checkpoint.path} does not load "
+                    f"({type(error).__name__}: {error}); trying the one before it"
+                )
+                continue
+            return checkpoint
+        if candidates:
+            raise RuntimeError(f"No checkpoint in {self.checkpoints_dir} loads; see the warnings")
+        logger.info("Would load a checkpoint here, but none found yet.")
+        return None
+
+    def delete_checkpoints(
+        self,
+        *,
+        num_to_keep=1,
+        min_keys=None,
+        max_keys=None,
+        importance_keys=(ckpt_recency,),
+        ckpt_predicate=None,
+        verbosity=logging.INFO,
+    ):
+        """Deletes all but the ``num_to_keep`` best checkpoints of each key, as
+        ``Checkpointer.delete_checkpoints`` chooses them, each renamed away before
+        it is removed; then the remains of interrupted writes and deletions.
+
+        (SpeechBrain's own calls ``Checkpointer._delete_checkpoint`` by the class
+        name, which a subclass cannot replace, so the choice is made again here.)
+        """
+        if num_to_keep < 0:
+            raise ValueError("Number of checkpoints to keep must be positive.")
+        keys = [{"min_key": key} for key in min_keys or []]
+        keys += [{"max_key": key} for key in max_keys or []]
+        keys += [{"importance_key": key} for key in importance_keys]
+        doomed, kept = set(), set()
+        for key in keys:
+            doomed.update(self.find_checkpoints(ckpt_predicate=ckpt_predicate, **key))
+            kept.update(self.find_checkpoints(
+                ckpt_predicate=ckpt_predicate, max_num_checkpoints=num_to_keep, **key
+            ))  # fmt: skip
+        ddp_barrier()  # no process is saving meanwhile (as SpeechBrain does)
+        if if_main_process():
+            for checkpoint in doomed - kept:
+                self._delete_checkpoint(checkpoint, verbosity=verbosity)
+            for path in self.checkpoints_dir.glob(".*"):
+                if path.name.startswith((WRITING, DELETING)):
+                    shutil.rmtree(path, ignore_errors=True)
+        ddp_barrier()
+
+    @staticmethod
+    def _delete_checkpoint(checkpoint, verbosity=logging.INFO):
+        # Renamed first (atomic), so that a kill during the removal leaves no
+        # folder that looks like a checkpoint.
+        path = Path(checkpoint.path)
+        doomed = path.with_name(DELETING + path.name)
+        os.replace(path, doomed)
+        shutil.rmtree(doomed)
+        logger.log(verbosity, f"Deleted checkpoint in {path}")
+
+
+def _default_save_hook(obj):
+    hook = get_default_hook(obj, DEFAULT_SAVE_HOOKS)
+    if hook is None:
+        raise RuntimeError(f"Don't know how to save {type(obj).__name__}: register a save hook")
+    return hook
+
+
+def _flush_to_disk(path: Path) -> None:
+    """fsync of a file or a folder (a rename is durable once its folder is)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Set
 
+from speechbrain_mowe.errors import DEBUG_VARIABLE, one_line, run_main
+
 logger = logging.getLogger("speechbrain_mowe.cli")
 
 
@@ -74,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
         "or refuse it (default: the model's setting)",
     )
     parser.add_argument("--device", help="e.g. cpu, cuda:0 (default: a GPU if there is one)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error, not one line"
+    )
     return parser
 
 
@@ -81,9 +86,16 @@ def _requests(args, parser) -> List[Request]:
     if bool(args.files) == bool(args.manifest):
         parser.error("give audio files or --manifest (one of them)")
     if args.manifest:
-        from speechbrain_mowe.dataio import load_manifest
+        from speechbrain_mowe.dataio import check_columns, load_manifest
 
-        rows = load_manifest(args.manifest, args.data_root or "$data_root")
+        given = {"task": args.task, "instruction": args.task or args.instruction}
+        required = [column for column in ("ID", "wav", "task", "instruction")
+                    if not given.get(column)]  # fmt: skip
+        try:
+            check_columns(args.manifest, required, "inference")
+            rows = load_manifest(args.manifest, args.data_root or "$data_root")
+        except (OSError, ValueError) as err:
+            parser.exit(2, f"{parser.prog}: error: {one_line(err)}\n")
         if args.data_root is None and any("$data_root" in row["wav"] for row in rows.values()):
             parser.error(f"{args.manifest} writes its paths with $data_root: give --data_root")
         return [
@@ -133,26 +145,40 @@ def read_answered(path: Path) -> Set[str]:
     return answered
 
 
-def _answer_batch(model, batch: Sequence[Request], long_audio: Optional[str]) -> List[Dict]:
-    """One record per request: its answer, or why its audio could not be used."""
-    from speechbrain_mowe.dataio import AudioError
-    from speechbrain_mowe.inference import LongAudioError
+def _prepare(model, request: Request, long_audio: Optional[str]):
+    """A request's clip pieces, instruction and join; a ``ValueError`` or
+    ``KeyError`` says why it cannot be answered."""
+    if request.task is not None and request.task not in model.hparams.tasks:
+        raise ValueError(
+            f"unknown task '{request.task}' (the model's tasks: {', '.join(model.hparams.tasks)})"
+        )
+    instruction = request.instruction or model.instruction(request.task)
+    pieces = model.load_pieces(request.wav, long_audio)
+    # Free-form answers of a long file's pieces are joined with a space.
+    join = model.join(None if request.instruction is not None else request.task)
+    return pieces, instruction, join
 
+
+def _answer_batch(model, batch: Sequence[Request], long_audio: Optional[str]) -> List[Dict]:
+    """One record per request: its answer, or why it could not be answered
+    (its audio, its task); the others of the batch are answered."""
     records, answered, clips, joins = [], [], [], []
     for request in batch:
         try:
-            clips.append(model.load_pieces(request.wav, long_audio))
-        except (AudioError, LongAudioError) as err:
-            logger.warning("%s: %s", request.id, err)
-            records.append({"id": request.id, "wav": request.wav, "error": str(err)})
+            pieces, instruction, join = _prepare(model, request, long_audio)
+        except (KeyError, ValueError) as err:  # AudioError and LongAudioError are ValueErrors
+            message = one_line(err)
+            logger.warning("%s: %s", request.id, message)
+            records.append({"id": request.id, "wav": request.wav, "error": message})
             continue
-        instruction = request.instruction or model.instruction(request.task)
+        clips.append(pieces)
+        joins.append(join)
         records.append(
             {"id": request.id, "wav": request.wav, "task": request.task, "instruction": instruction}
         )
         answered.append(records[-1])
-        # Free-form answers of a long file's pieces are joined with a space.
-        joins.append(model.join(None if request.instruction is not None else request.task))
+    if not answered:
+        return records
     tasks = [record["task"] for record in answered]
     answers = model.generate_clips(
         clips,
@@ -190,6 +216,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = _parser()
     args = parser.parse_intermixed_args(argv)
+    if args.debug:
+        os.environ[DEBUG_VARIABLE] = "1"
     if args.batch_size < 1:
         parser.error("--batch_size must be at least 1")
     requests = _requests(args, parser)
@@ -230,5 +258,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def run() -> int:
+    """The ``speechbrain-mowe`` command: :func:`main`, with an error the user
+    caused in one line (:func:`speechbrain_mowe.errors.run_main`)."""
+    return run_main(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

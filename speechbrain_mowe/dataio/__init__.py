@@ -10,6 +10,10 @@ from speechbrain_mowe.dataio.audio import (
 )
 from speechbrain_mowe.dataio.manifest import (
     COLUMNS,
+    REQUIRED_COLUMNS,
+    ManifestError,
+    check_columns,
+    check_manifest,
     clean_text,
     load_manifest,
     load_manifests,
@@ -43,6 +47,10 @@ __all__ = [
     "load_audio",
     "save_audio",
     "COLUMNS",
+    "REQUIRED_COLUMNS",
+    "ManifestError",
+    "check_columns",
+    "check_manifest",
     "clean_text",
     "load_manifest",
     "load_manifests",

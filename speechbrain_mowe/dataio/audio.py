@@ -31,7 +31,7 @@ SAMPLE_RATE = 16000
 _announced_conversions = set()
 
 
-class AudioError(Exception):
+class AudioError(ValueError):
     """A clip that cannot be used, with the file, the example id and why.
 
     Arguments
@@ -193,6 +193,8 @@ def _reading(path, utt_id):
     """Yields ``path`` as a string; turns a missing file or any decoder
     failure into an :class:`AudioError`."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise AudioError(path, "a folder, not an audio file", utt_id)
     if not os.path.isfile(path):
         raise AudioError(path, "file not found", utt_id)
     try:

@@ -20,17 +20,28 @@ texts as they are.
 
 import csv
 import json
+import logging
 import os
 import re
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from speechbrain.dataio.dataio import load_data_csv
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 COLUMNS = ("ID", "duration", "wav", "task", "instruction", "answer", "references")
+#: The columns each use of a manifest needs (inference needs ``task`` and
+#: ``instruction`` unless the command line gives them).
+REQUIRED_COLUMNS = {
+    "training": ("ID", "duration", "wav", "task", "instruction", "answer"),
+    "evaluation": ("ID", "duration", "wav", "task", "instruction", "answer"),
+    "inference": ("ID", "wav", "task", "instruction"),
+}
+#: What :func:`check_manifest` does with a row it cannot use.
+INVALID_ROWS = ("refuse", "skip")
 
 _SPACES = re.compile(r"\s+")
+logger = logging.getLogger(__name__)
 
 
 def clean_text(text: str) -> str:
@@ -153,8 +164,141 @@ def _rows(paths, data_root):
             yield path, utt_id, row
 
 
+class ManifestError(ValueError):
+    """A manifest that cannot be used as it is; the message names the file,
+    and the row (id and line) and column where that is the problem."""
+
+
+def _row_problem(row: Mapping[str, str], needed, tasks) -> Optional[Tuple[str, str]]:
+    """(column, what is wrong) of a row, or None."""
+    if not row.get("ID"):
+        return "ID", "empty id"
+    if "duration" in needed:
+        try:
+            if not float(row["duration"]) > 0:
+                return "duration", f"{row['duration']!r} is not a positive duration"
+        except ValueError:
+            return "duration", f"{row['duration']!r} is not a number of seconds"
+    if not row.get("wav"):
+        return "wav", "empty audio path"
+    if tasks is not None and "task" in row and row["task"] not in tasks:
+        return "task", f"unknown task {row['task']!r} (the model's tasks: {', '.join(tasks)})"
+    if "answer" in needed and not row["answer"].strip():
+        return "answer", "empty answer"
+    return None
+
+
+def check_columns(path, columns: Sequence[str], use: str) -> None:
+    """Refuses a manifest that is missing, a folder, or lacks one of ``columns``.
+
+    Arguments
+    ---------
+    path : str or Path
+        The manifest.
+    columns : sequence of str
+        The columns it needs.
+    use : str
+        What for, for the message (``training``, ``evaluation``, ``inference``).
+
+    Raises
+    ------
+    FileNotFoundError, ManifestError
+        Naming the file (and the columns).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ManifestError(f"{path} is a folder, not a manifest")
+    if not path.is_file():
+        raise FileNotFoundError(f"Manifest {path} does not exist")
+    with open(path, newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f), [])
+    missing = [column for column in columns if column not in header]
+    if missing:
+        raise ManifestError(
+            f"{path}: no {', '.join(repr(c) for c in missing)} column; a manifest for "
+            f"{use} needs {', '.join(columns)} (it has {', '.join(header) or 'no header'})"
+        )
+
+
+def check_manifest(
+    path,
+    use: str,
+    tasks: Optional[Sequence[str]] = None,
+    invalid_rows: str = "refuse",
+    required: Optional[Sequence[str]] = None,
+) -> List[str]:
+    """Checks a manifest before it is used: its columns, then every row.
+
+    A row is unusable when its id, duration or audio path is empty or
+    malformed, its task is not one of ``tasks``, or (for training and
+    evaluation) its answer is empty.
+
+    Arguments
+    ---------
+    path : str or Path
+        The manifest.
+    use : str
+        ``training``, ``evaluation`` or ``inference``: which columns it needs
+        (:data:`REQUIRED_COLUMNS`).
+    tasks : sequence of str, optional
+        The tasks a row may name (default: any).
+    invalid_rows : str
+        ``refuse``: the first unusable row is an error; ``skip``: unusable
+        rows are left out, counted in a warning, and their ids returned.
+    required : sequence of str, optional
+        The columns needed, instead of those of ``use``.
+
+    Returns
+    -------
+    list of str
+        The ids of the rows to leave out (none when refusing).
+
+    Raises
+    ------
+    ManifestError
+        ``<file>: no 'answer' column ...`` or ``<file>, line 3 (id 'b'),
+        column 'answer': empty answer``.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "m.csv"
+    >>> _ = path.write_text("ID,duration,wav,task,instruction,answer\\n"
+    ...                     "a,1.0,a.wav,asr,Transcribe.,hello\\nb,1.0,b.wav,asr,Transcribe.,\\n")
+    >>> check_manifest(path, "training", invalid_rows="skip")
+    ['b']
+    >>> try:
+    ...     check_manifest(path, "training")
+    ... except ManifestError as error:
+    ...     print(str(error).split(", ", 1)[1])
+    line 3 (id 'b'), column 'answer': empty answer
+    """
+    if invalid_rows not in INVALID_ROWS:
+        raise ValueError(f"invalid_rows is {invalid_rows!r}, not one of {INVALID_ROWS}")
+    needed = REQUIRED_COLUMNS[use] if required is None else required
+    check_columns(path, needed, use)
+    skipped, reasons = [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        for row in reader:
+            row = {key: value or "" for key, value in row.items() if key is not None}
+            problem = _row_problem(row, needed, tasks)
+            if problem is None:
+                continue
+            column, reason = problem
+            where = f"{path}, line {reader.line_num} (id {row['ID']!r}), column {column!r}"
+            if invalid_rows == "refuse":
+                raise ManifestError(f"{where}: {reason}")
+            skipped.append(row["ID"])
+            reasons.append(f"{where}: {reason}")
+    if skipped:
+        logger.warning("%s: %d unusable rows skipped, e.g. %s", path, len(skipped), reasons[0])
+    return skipped
+
+
 def load_manifests(
-    manifests: Mapping[str, "os.PathLike | str"], data_roots: Mapping[str, "os.PathLike | str"]
+    manifests: Mapping[str, "os.PathLike | str"],
+    data_roots: Mapping[str, "os.PathLike | str"],
+    skip: Collection[str] = (),
 ) -> Tuple[DynamicItemDataset, Dict[str, List[int]]]:
     """Reads several manifests into one dataset, remembering which rows came from where.
 
@@ -165,6 +309,8 @@ def load_manifests(
         or a list of paths whose rows form one source.
     data_roots : mapping
         Source name -> the folder that ``$data_root`` stands for in that manifest.
+    skip : collection of str
+        Ids of rows to leave out (see :func:`check_manifest`).
 
     Returns
     -------
@@ -181,6 +327,8 @@ def load_manifests(
     data, origin, groups = {}, {}, {}
     for source, paths in manifests.items():
         for path, utt_id, row in _rows(paths, data_roots[source]):
+            if utt_id in skip:
+                continue
             if utt_id in data:
                 raise ValueError(
                     f"Example id '{utt_id}' is in both {origin[utt_id]} and {path}; "

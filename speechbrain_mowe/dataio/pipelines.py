@@ -11,7 +11,7 @@ clips are all unusable comes out as an :class:`EmptyBatch` (``batchsize`` 0).
 
 import logging
 from collections import Counter
-from typing import Callable, List, NamedTuple, Sequence, Union
+from typing import Callable, Dict, List, NamedTuple, Sequence, Union
 
 import torch
 from speechbrain.dataio.batch import PaddedBatch
@@ -116,37 +116,68 @@ def collate_audio(examples, sig_key: str = "sig", **kwargs) -> Union[PaddedBatch
 
 
 class SkippedClips:
-    """Tally of the clips left out of batches, for the epoch log.
+    """Tally of the clips used and left out of batches, for the epoch log and
+    for refusing an epoch that read (almost) nothing.
 
     Example
     -------
     >>> tally = SkippedClips()
     >>> tally.add(EmptyBatch([UnreadableAudio("a", "a.wav", "file not found"),
     ...                       UnreadableAudio("b", "b.wav", "unreadable audio (Error)")]))
-    >>> tally.count
-    2
+    >>> tally.count, tally.share
+    (2, 1.0)
     >>> tally.summary()
     '2 clips skipped (1 x file not found, 1 x unreadable audio)'
+    >>> tally.examples
+    ['a.wav (file not found)', 'b.wav (unreadable audio (Error))']
     >>> tally.reset()
     >>> tally.summary()
     'no clip skipped'
     """
 
+    #: How many skipped paths are kept to name in an error.
+    EXAMPLES = 3
+
     def __init__(self):
         self.reasons: Counter = Counter()
+        self.used = 0
+        self.examples: List[str] = []
 
     @property
     def count(self) -> int:
         """Clips skipped since the last :meth:`reset`."""
         return sum(self.reasons.values())
 
+    @property
+    def share(self) -> float:
+        """The skipped share of the clips seen (0 before any)."""
+        seen = self.count + self.used
+        return self.count / seen if seen else 0.0
+
     def add(self, batch) -> None:
-        """Counts the ``skipped`` clips of a batch made by :func:`collate_audio`."""
-        self.reasons.update(clip.reason for clip in getattr(batch, "skipped", ()))
+        """Counts the used and the ``skipped`` clips of a batch made by
+        :func:`collate_audio`."""
+        skipped = getattr(batch, "skipped", ())
+        self.reasons.update(clip.reason for clip in skipped)
+        self.used += batch.batchsize
+        room = self.EXAMPLES - len(self.examples)
+        self.examples += [f"{clip.path} ({clip.reason})" for clip in skipped[:room]]
+
+    def merge(self, state: Dict) -> None:
+        """Adds a :meth:`state_dict` (another rank's, or a checkpoint's)."""
+        self.reasons.update(state["reasons"])
+        self.used += state["used"]
+        self.examples += state["examples"][: self.EXAMPLES - len(self.examples)]
+
+    def state_dict(self) -> Dict:
+        """The tally, as plain values."""
+        return {"reasons": dict(self.reasons), "used": self.used, "examples": list(self.examples)}
 
     def reset(self) -> None:
         """Starts a new tally (at each epoch)."""
         self.reasons.clear()
+        self.used = 0
+        self.examples = []
 
     def summary(self) -> str:
         """One line for the log."""

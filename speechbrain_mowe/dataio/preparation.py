@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from speechbrain_mowe.dataio.audio import AudioError, AudioInfo, audio_info
 from speechbrain_mowe.dataio.manifest import write_manifest
+from speechbrain_mowe.errors import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ def run_from_command_line(prepare: Callable, argv: Optional[Sequence[str]] = Non
         elif kind in (int, float):
             kwargs["type"] = kind
         parser.add_argument(f"--{name}", **kwargs)
-    return prepare(**vars(parser.parse_args(argv)))
+    return run_main(prepare, **vars(parser.parse_args(argv)))
 
 
 def _unwrap_optional(kind):

@@ -51,6 +51,10 @@ from speechbrain_mowe.training.tally import EpochTally
 logger = logging.getLogger(__name__)
 
 
+class UnusableTrainingData(ValueError):
+    """Too many clips of a training epoch could not be read."""
+
+
 def rng_states() -> Dict:
     """The states of Python's, NumPy's and torch's (CPU and CUDA) generators."""
     states = {
@@ -305,6 +309,7 @@ class MoWEBrain(sb.Brain):
     @torch.no_grad()
     def evaluate_batch(self, batch, stage):
         """Teacher-forced loss, then (when decoding) batched generation."""
+        self.evaluation.skipped.add(batch)
         if isinstance(batch, EmptyBatch):
             return torch.tensor(float("nan"))
         with self.evaluation_ctx:
@@ -332,6 +337,7 @@ class MoWEBrain(sb.Brain):
             self.tally.all_reduce()
             self.train_stats = {"loss": stage_loss, **self.tally.summary()}
             logger.info("Epoch %s: %s", epoch, self.tally.skipped.summary())
+            self._refuse_unreadable_epoch(epoch)
             return
         name = "valid" if stage == sb.Stage.VALID else "test"
         result = self.evaluation.finish(name, self.scorer_options)
@@ -360,6 +366,20 @@ class MoWEBrain(sb.Brain):
             logger.info("Test results for %s written to %s", name, folder)
         self.test_results[name] = result
         return result
+
+    def _refuse_unreadable_epoch(self, epoch):
+        """An epoch that could read no more than ``1 - max_skipped_share`` of
+        its clips (by default: half) learnt nothing worth keeping: stop."""
+        skipped = self.tally.skipped
+        limit = getattr(self.hparams, "max_skipped_share", 0.5)
+        if skipped.count and skipped.share > limit:
+            manifests = ", ".join(str(path) for path in self.hparams.train_data.values())
+            raise UnusableTrainingData(
+                f"Epoch {epoch} could not read {skipped.count} of its "
+                f"{skipped.count + skipped.used} clips ({skipped.share:.0%}, more than "
+                f"max_skipped_share={limit}): manifests {manifests}, data_root "
+                f"{getattr(self.hparams, 'data_root', None)}; e.g. {'; '.join(skipped.examples)}"
+            )
 
     # ------------------------------------------------------------ checkpoints
     def _should_save_intra_epoch_ckpt(self, last_ckpt_time, steps_since_ckpt):

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from speechbrain_mowe.dataio import SkippedClips
 from speechbrain_mowe.tasks import get_task
 from speechbrain_mowe.training.distributed import gather_objects
 from speechbrain_mowe.training.tally import expert_shares, format_shares
@@ -130,6 +131,10 @@ def read_result(folder) -> EvaluationResult:
         return EvaluationResult.from_dict(json.load(f))
 
 
+class NothingToEvaluate(ValueError):
+    """An evaluation set none of whose examples could be used."""
+
+
 class Evaluation:
     """The records of one evaluation stage, then their scores.
 
@@ -147,6 +152,7 @@ class Evaluation:
         self.records: List[Dict[str, Any]] = []
         self.result: Optional[EvaluationResult] = None
         self.scorers: List[Tuple[ScoreGroup, Any]] = []
+        self.skipped = SkippedClips()
 
     def add(self, batch, output, hypotheses: Optional[Sequence[str]] = None) -> None:
         """Records one batch.
@@ -199,6 +205,16 @@ class Evaluation:
             for record in part:
                 unique.setdefault(record["id"], record)
         self.records = [unique[key] for key in sorted(unique)]
+        parts = gather_objects(self.skipped.state_dict())
+        self.skipped.reset()
+        for part in parts:
+            self.skipped.merge(part)
+        if not self.records:
+            raise NothingToEvaluate(
+                f"The {name} set has no example that could be evaluated: "
+                + (f"{self.skipped.summary()}, e.g. {'; '.join(self.skipped.examples)}"
+                   if self.skipped.count else "it is empty")  # fmt: skip
+            )
         tokens = sum(r["tokens"] for r in self.records)
         loss = sum(r["loss_sum"] for r in self.records) / max(tokens, 1)
         self.scorers = self._score(scorer_options or {}) if self.decoding else []

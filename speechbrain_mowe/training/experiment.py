@@ -25,7 +25,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Mapping, NamedTuple, Sequence, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 import speechbrain as sb
 import torch
@@ -37,6 +37,7 @@ from speechbrain_mowe.dataio import (
     DurationBatchSampler,
     WeightedMixtureSampler,
     audio_pipeline,
+    check_manifest,
     collate_audio,
     durations,
     load_manifests,
@@ -44,8 +45,9 @@ from speechbrain_mowe.dataio import (
 )
 from speechbrain_mowe.export import evaluation_instructions, window_seconds, write_inference_folder
 from speechbrain_mowe.model import MoWEAudioLLM
-from speechbrain_mowe.tasks import get_task
+from speechbrain_mowe.tasks import get_task, registered_tasks
 from speechbrain_mowe.training.brain import MoWEBrain
+from speechbrain_mowe.training.overrides import check_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ def setup_experiment(
     hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
     if not Path(hparams_file).is_file():
         raise FileNotFoundError(f"Hyperparameter file {hparams_file} does not exist")
+    check_overrides(hparams_file, overrides)
     if not is_distributed_initialized():
         ddp_init_group(run_opts)
     with open(hparams_file) as f:
@@ -151,16 +154,48 @@ def _roots(data_root, sources) -> Dict[str, str]:
     return {source: data_root for source in sources}
 
 
-def _dataset(manifests: Mapping[str, str], hparams: Dict, model: MoWEAudioLLM):
-    """A dataset over several manifests with the audio and prompt pipelines."""
+def _sources(manifests: Mapping[str, str]):
+    """(source, path) of every manifest of a data mapping."""
     for source, paths in manifests.items():
         for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+            yield source, path
+
+
+def check_data(hparams: Dict) -> Set[str]:
+    """Checks every manifest of ``train_data`` (for training), ``valid_data``
+    and ``test_data`` (for evaluation) before anything is built, with
+    :func:`~speechbrain_mowe.dataio.check_manifest`: their columns, and rows
+    with an empty answer or a task outside ``tasks``, refused or (with
+    ``invalid_rows: skip``) left out and counted.
+
+    Returns
+    -------
+    set of str
+        The ids of the rows left out.
+    """
+    model = hparams.get("model")
+    tasks = hparams.get("tasks") or (
+        model.tasks if isinstance(model, MoWEAudioLLM) else sorted(registered_tasks())
+    )
+    uses = [(hparams["train_data"], "training"), (hparams["valid_data"], "evaluation")]
+    for name, manifest in hparams["test_data"].items():
+        manifests = manifest if isinstance(manifest, Mapping) else {name: manifest}
+        uses.append((manifests, "evaluation"))
+    skipped = set()
+    for manifests, use in uses:
+        for source, path in _sources(manifests):
             if not Path(path).is_file():
                 raise FileNotFoundError(
                     f"Manifest {path} (source '{source}') does not exist; run the preparation "
                     "first or check the data paths in the YAML"
                 )
-    dataset, groups = load_manifests(manifests, _roots(hparams["data_root"], manifests))
+            skipped.update(check_manifest(path, use, tasks, hparams.get("invalid_rows", "refuse")))
+    return skipped
+
+
+def _dataset(manifests: Mapping[str, str], hparams: Dict, model: MoWEAudioLLM, skip=()):
+    """A dataset over several manifests with the audio and prompt pipelines."""
+    dataset, groups = load_manifests(manifests, _roots(hparams["data_root"], manifests), skip)
     dataset.add_dynamic_item(audio_pipeline(min_duration=hparams.get("min_duration", 0.0)))
     dataset.add_dynamic_item(prompt_pipeline(model.llm, model.tasks))
     first = next(iter(dataset.data.values()), {})
@@ -184,7 +219,9 @@ def _eval_kwargs(dataset, hparams: Dict) -> Dict:
     }
 
 
-def dataio_prepare(hparams: Dict, model: MoWEAudioLLM) -> ExperimentData:
+def dataio_prepare(
+    hparams: Dict, model: MoWEAudioLLM, skip: Optional[Set[str]] = None
+) -> ExperimentData:
     """Builds the training, validation and test data of a recipe.
 
     Training draws ``num_samples`` examples per epoch (default: all) from the
@@ -200,8 +237,11 @@ def dataio_prepare(hparams: Dict, model: MoWEAudioLLM) -> ExperimentData:
     model : MoWEAudioLLM
         Its language model tokenizes the prompts and answers; its tasks give
         the router's task ids.
+    skip : set of str, optional
+        The ids :func:`check_data` left out (default: the manifests are checked here).
     """
-    train, groups = _dataset(hparams["train_data"], hparams, model)
+    skip = check_data(hparams) if skip is None else skip
+    train, groups = _dataset(hparams["train_data"], hparams, model, skip)
     weights = hparams.get("train_weights") or {name: len(idx) for name, idx in groups.items()}
     seed = hparams.get("seed", 0)
     mixture = WeightedMixtureSampler(groups, weights, hparams.get("num_samples"), seed=seed)
@@ -222,11 +262,11 @@ def dataio_prepare(hparams: Dict, model: MoWEAudioLLM) -> ExperimentData:
         # dropout and router noise would differ from an uninterrupted one's.
         "generator": torch.Generator().manual_seed(seed),
     }
-    valid, _ = _dataset(hparams["valid_data"], hparams, model)
+    valid, _ = _dataset(hparams["valid_data"], hparams, model, skip)
     tests = {}
     for name, manifest in hparams["test_data"].items():
         manifests = manifest if isinstance(manifest, Mapping) else {name: manifest}
-        dataset, _ = _dataset(manifests, hparams, model)
+        dataset, _ = _dataset(manifests, hparams, model, skip)
         tests[name] = (dataset, _eval_kwargs(dataset, hparams))
     return ExperimentData(train, train_kwargs, valid, _eval_kwargs(valid, hparams), tests)
 
@@ -264,6 +304,7 @@ def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=MoWEBrain) -> 
         The trained brain, holding the best checkpoint; the scores are in its
         ``test_results``.
     """
+    skip = check_data(hparams)  # before the model: a bad manifest costs nothing
     model = build_model(hparams)
     checkpointer = hparams["checkpointer"]
     checkpointer.add_recoverable("model", model)  # the trainable parameters only
@@ -274,7 +315,7 @@ def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=MoWEBrain) -> 
         run_opts=run_opts,
         checkpointer=checkpointer,
     )
-    data = dataio_prepare(hparams, model)
+    data = dataio_prepare(hparams, model, skip)
     brain.fit(
         hparams["epoch_counter"],
         data.train,

@@ -83,10 +83,10 @@ class EpochTally:
         for tensor in (self.loss_sums, self.tokens, self.routes, counts):
             all_reduce_sum(tensor)
         self.nonfinite = int(counts[0])
-        reasons = gather_objects(dict(self.skipped.reasons))
+        parts = gather_objects(self.skipped.state_dict())
         self.skipped.reset()
-        for part in reasons:
-            self.skipped.reasons.update(part)
+        for part in parts:
+            self.skipped.merge(part)
 
     def summary(self) -> Dict:
         """Loss per task and the share of each expert per task, for the train log."""
@@ -111,7 +111,7 @@ class EpochTally:
             "tokens": self.tokens,
             "routes": self.routes,
             "nonfinite": self.nonfinite,
-            "skipped": dict(self.skipped.reasons),
+            "skipped": self.skipped.state_dict(),
         }
 
     def load_state_dict(self, state: Dict):
@@ -121,4 +121,4 @@ class EpochTally:
         self.routes = state["routes"]
         self.nonfinite = state["nonfinite"]
         self.skipped.reset()
-        self.skipped.reasons.update(state["skipped"])
+        self.skipped.merge(state["skipped"])

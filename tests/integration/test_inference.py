@@ -2,6 +2,7 @@
 long audio and the ``speechbrain-mowe`` command, on the multi-task recipe
 trained for two epochs on the fixture corpora."""
 
+import csv
 import json
 import logging
 import shutil
@@ -293,6 +294,54 @@ def test_command_line_answers_a_manifest_with_its_rows_tasks(run, tmp_path):
     assert all(r["task"] == "er" and r["instruction"] == rows[r["id"]]["instruction"]
                for r in records)  # fmt: skip
     assert all(r["wav"] == rows[r["id"]]["wav"] for r in records)
+
+
+def _write_rows(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_command_line_keeps_going_past_rows_it_cannot_answer(run, tmp_path):
+    out, corpora = run
+    with open(out / "manifests" / "iemocap" / "fold_2" / "test.csv", newline="") as f:
+        first, second = list(csv.DictReader(f))[:2]
+    rows = [first, {**first, "ID": "unknown_task", "task": "xyz"},
+            {**first, "ID": "missing", "wav": "$data_root/nowhere.wav"},
+            {**first, "ID": "folder", "wav": "$data_root"}, second]  # fmt: skip
+    _write_rows(tmp_path / "m.csv", rows)
+    output = tmp_path / "out.jsonl"
+    argv = [str(out), "--manifest", str(tmp_path / "m.csv"), "--data_root",
+            str(corpora["iemocap"]), "--batch_size", "8", "--output", str(output)]  # fmt: skip
+    assert main(argv) == 1  # one batch: its good rows answered, then status 1
+    records = {r["id"]: r for r in _records(output)}
+    assert list(records) == [row["ID"] for row in rows]
+    expected = _hypotheses(out, "iemocap")
+    assert [records[row["ID"]]["answer"] for row in (first, second)] == [
+        expected[first["ID"]], expected[second["ID"]]
+    ]
+    assert records["unknown_task"]["error"].startswith("unknown task 'xyz' (the model's tasks:")
+    assert records["missing"]["error"].startswith("file not found: ")
+    assert records["folder"]["error"].startswith("a folder, not an audio file: ")
+
+
+def test_command_line_refuses_a_manifest_without_a_column_in_one_line(run, tmp_path):
+    out, corpora = run
+    with open(out / "manifests" / "iemocap" / "fold_2" / "test.csv", newline="") as f:
+        rows = [{k: v for k, v in row.items() if k != "task"} for row in csv.DictReader(f)]
+    _write_rows(tmp_path / "m.csv", rows)
+    done = subprocess.run(
+        [sys.executable, "-m", "speechbrain_mowe", str(out), "--manifest", str(tmp_path / "m.csv"),
+         "--data_root", str(corpora["iemocap"]), "--output", str(tmp_path / "o.jsonl")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"speechbrain-mowe: error: {tmp_path / 'm.csv'}: no 'task' column; a manifest for "
+        "inference needs ID, wav, task, instruction (it has ID, duration, wav, instruction, "
+    )
+    assert not (tmp_path / "o.jsonl").exists()
 
 
 def test_python_m_help():

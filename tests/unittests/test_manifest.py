@@ -7,6 +7,9 @@ import pytest
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from speechbrain_mowe.dataio import (
+    ManifestError,
+    check_columns,
+    check_manifest,
     load_manifest,
     load_manifests,
     manifest_row,
@@ -101,3 +104,56 @@ def test_malformed_references_name_the_row(tmp_path):
         load_manifest(tmp_path / "bad.csv", tmp_path)
     assert json.loads(manifest_row("r", tmp_path / "r", tmp_path, 1, "a", "b", "c",
                                    references=["é"])["references"]) == ["é"]  # fmt: skip
+
+
+def _manifest(path, header="ID,duration,wav,task,instruction,answer", rows=()):
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+GOOD = "a,1.0,a.wav,asr,Transcribe.,hello"
+
+
+@pytest.mark.parametrize("row, column, reason", [
+    (",1.0,b.wav,asr,Transcribe.,hi", "ID", "empty id"),
+    ("b,abc,b.wav,asr,Transcribe.,hi", "duration", "'abc' is not a number of seconds"),
+    ("b,0,b.wav,asr,Transcribe.,hi", "duration", "'0' is not a positive duration"),
+    ("b,1.0,,asr,Transcribe.,hi", "wav", "empty audio path"),
+    ("b,1.0,b.wav,xyz,Transcribe.,hi", "task", "unknown task 'xyz' (the model's tasks: asr, er)"),
+    ("b,1.0,b.wav,asr,Transcribe.,  ", "answer", "empty answer"),
+])  # fmt: skip
+def test_an_unusable_row_is_refused_by_file_line_id_and_column(tmp_path, row, column, reason):
+    path = _manifest(tmp_path / "m.csv", rows=[GOOD, row])
+    with pytest.raises(ManifestError) as error:
+        check_manifest(path, "training", tasks=["asr", "er"])
+    utt_id = row.split(",")[0]
+    assert str(error.value) == f"{path}, line 3 (id '{utt_id}'), column '{column}': {reason}"
+
+
+def test_unusable_rows_are_skipped_counted_and_left_out_when_asked(tmp_path, caplog):
+    rows = [GOOD, "b,1.0,b.wav,asr,Say.,", "c,1.0,c.wav,xyz,S.,x"]
+    path = _manifest(tmp_path / "m.csv", rows=rows)
+    with caplog.at_level("WARNING"):
+        skipped = check_manifest(path, "evaluation", tasks=["asr"], invalid_rows="skip")
+    assert skipped == ["b", "c"]
+    assert f"{path}: 2 unusable rows skipped, e.g. {path}, line 3 (id 'b')" in caplog.text
+    dataset, groups = load_manifests({"asr": path}, {"asr": tmp_path}, skip=skipped)
+    assert list(dataset.data) == ["a"] and groups == {"asr": [0]}
+
+
+def test_columns_each_use_needs(tmp_path):
+    path = _manifest(tmp_path / "m.csv", header="ID,wav,task,instruction", rows=["a,a.wav,asr,T."])
+    check_manifest(path, "inference")  # no answer or duration needed to answer
+    with pytest.raises(ManifestError, match=r"m.csv: no 'duration', 'answer' column; a manifest "
+                                            "for training needs ID, duration, wav, task, "
+                                            r"instruction, answer \(it has ID, wav, task, "
+                                            r"instruction\)"):  # fmt: skip
+        check_manifest(path, "training")
+    with pytest.raises(ManifestError, match="no 'task' column"):
+        check_columns(_manifest(tmp_path / "n.csv", header="ID,wav"), ["ID", "wav", "task"], "x")
+    with pytest.raises(ManifestError, match="is a folder, not a manifest"):
+        check_manifest(tmp_path, "training")
+    with pytest.raises(FileNotFoundError, match="Manifest .*missing.csv does not exist"):
+        check_manifest(tmp_path / "missing.csv", "training")
+    with pytest.raises(ValueError, match="invalid_rows is 'ignore'"):
+        check_manifest(path, "inference", invalid_rows="ignore")

@@ -12,6 +12,7 @@ import sys
 
 from speechbrain.utils.distributed import run_on_main
 
+from speechbrain_mowe.errors import run_main
 from speechbrain_mowe.training import add_recipe_folder, setup_experiment, train_and_evaluate
 
 add_recipe_folder(__file__)
@@ -38,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

@@ -34,6 +34,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from speechbrain.utils.distributed import run_on_main
 
+from speechbrain_mowe.errors import run_main
 from speechbrain_mowe.tasks import get_task
 from speechbrain_mowe.training import setup_experiment
 
@@ -269,4 +270,4 @@ def _described(settings):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

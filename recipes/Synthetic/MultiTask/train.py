@@ -28,6 +28,7 @@ from typing import Dict, List
 
 from speechbrain.utils.distributed import run_on_main
 
+from speechbrain_mowe.errors import run_main
 from speechbrain_mowe.training import (
     add_recipe_folder,
     setup_experiment,
@@ -100,4 +101,4 @@ def main(argv, prepare: bool = True):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])
