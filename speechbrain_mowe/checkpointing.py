@@ -9,11 +9,12 @@ like SpeechBrain's adapters do. :class:`CrashSafeCheckpointer` is the
 ``Checkpointer`` the recipes use.
 """
 
+import contextlib
 import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterator, List
 
 import torch
 import yaml
@@ -292,6 +293,30 @@ class CrashSafeCheckpointer(Checkpointer):
         os.replace(path, doomed)
         shutil.rmtree(doomed)
         logger.log(verbosity, f"Deleted checkpoint in {path}")
+
+
+@contextlib.contextmanager
+def written_whole(path) -> Iterator[Path]:
+    """A temporary name next to ``path`` to write to; once the block is done the
+    file is flushed to disk and renamed to ``path``, so that a kill at any
+    instant leaves either the previous file or the new one, whole.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "model.ckpt"
+    >>> with written_whole(path) as temporary:
+    ...     torch.save({"w": 1}, temporary)
+    >>> torch.load(path), [p.name for p in path.parent.iterdir()]
+    ({'w': 1}, ['model.ckpt'])
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.writing")
+    try:
+        yield temporary
+        _flush_to_disk(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _default_save_hook(obj):

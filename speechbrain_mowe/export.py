@@ -56,6 +56,7 @@ from ruamel.yaml import YAML
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.checkpoints import DEFAULT_SAVE_HOOKS, get_default_hook
 
+from speechbrain_mowe.checkpointing import written_whole
 from speechbrain_mowe.lobes.mowe import MoWEEncoder
 from speechbrain_mowe.model import Decoding, MoWEAudioLLM
 from speechbrain_mowe.tasks import get_task
@@ -200,7 +201,9 @@ def write_inference_folder(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save = get_default_hook(model, DEFAULT_SAVE_HOOKS)
-    save(model, folder / MODEL_CHECKPOINT)
+    # Each file replaced whole: a kill while exporting leaves the previous export.
+    with written_whole(folder / MODEL_CHECKPOINT) as temporary:
+        save(model, temporary)
     answers = {}
     for task, instruction in instructions.items():
         known = get_task(task)
@@ -233,6 +236,7 @@ def write_inference_folder(
         + _MODEL.format(text="\n".join(" " * 8 + line for line in spec.text.splitlines()))
     )
     path = folder / INFERENCE_YAML
-    path.write_text(text, encoding="utf-8")
+    with written_whole(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
     logger.info("Model for inference written to %s", path)
     return path

@@ -6,7 +6,7 @@ Whisper, and ``save_pretrained`` them to a directory, so that they are loaded
 back through exactly the ``from_pretrained`` path real checkpoints take.
 """
 
-from typing import Iterable
+from typing import Iterable, Optional
 
 import torch
 
@@ -146,6 +146,9 @@ def make_tiny_whisper(
     num_layers: int = 2,
     max_seconds: int = 30,
     seed: int = 0,
+    heads: int = 4,
+    ffn_dim: Optional[int] = None,
+    n_mels: int = 80,
 ) -> str:
     """Saves a tiny random Whisper (encoder and decoder) with its feature extractor.
 
@@ -156,26 +159,29 @@ def make_tiny_whisper(
     d_model : int
         Width.
     num_layers : int
-        Encoder (and decoder) layers.
+        Encoder layers (the decoder has one).
     max_seconds : int
         Encoder window in seconds (30 as in Whisper); shorter windows make long-input
         tests cheap.
     seed : int
         Initialisation seed.
+    heads, ffn_dim, n_mels : int
+        Attention heads, feed-forward width (default ``2 * d_model``) and mel
+        bands; with :data:`WHISPER_SHAPES`, a random model of a real one's shape.
     """
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
     positions = max_seconds * 50
     config = WhisperConfig(
         vocab_size=64,
-        num_mel_bins=80,
+        num_mel_bins=n_mels,
         d_model=d_model,
         encoder_layers=num_layers,
         decoder_layers=1,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=2 * d_model,
-        decoder_ffn_dim=2 * d_model,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=ffn_dim or 2 * d_model,
+        decoder_ffn_dim=ffn_dim or 2 * d_model,
         max_source_positions=positions,
         max_target_positions=32,
         pad_token_id=0,
@@ -186,7 +192,78 @@ def make_tiny_whisper(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         WhisperModel(config).save_pretrained(save_dir)
-    WhisperFeatureExtractor(feature_size=80, chunk_length=max_seconds).save_pretrained(save_dir)
+    WhisperFeatureExtractor(feature_size=n_mels, chunk_length=max_seconds).save_pretrained(
+        save_dir
+    )
+    return str(save_dir)
+
+
+#: Keyword arguments of :func:`make_tiny_whisper` for the shapes of real Whispers.
+WHISPER_SHAPES = {
+    "tiny": {"d_model": 384, "num_layers": 4, "heads": 6, "ffn_dim": 1536},
+    "small": {"d_model": 768, "num_layers": 12, "heads": 12, "ffn_dim": 3072},
+    "large-v3": {"d_model": 1280, "num_layers": 32, "heads": 20, "ffn_dim": 5120, "n_mels": 128},
+}
+
+#: Keyword arguments of :func:`make_tiny_ssl` for HuBERT-base's shape.
+HUBERT_BASE_SHAPE = {"hidden_size": 768, "num_layers": 12, "heads": 12, "ffn_dim": 3072,
+                     "conv_channels": 512}  # fmt: skip
+
+
+def make_tiny_ssl(
+    save_dir: str,
+    family: str = "Hubert",
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    heads: int = 2,
+    ffn_dim: int = 64,
+    conv_channels: int = 16,
+    seed: int = 0,
+) -> str:
+    """Saves a random wav2vec 2.0-family model (``Hubert``, ``WavLM``,
+    ``Wav2Vec2``) with its feature extractor: the real models' 7-layer
+    convolutional front end (320x downsampling, 50 frames/s), layer-normalised.
+
+    Arguments
+    ---------
+    save_dir : str
+        Output directory.
+    family : str
+        The transformers model family.
+    hidden_size, num_layers, heads, ffn_dim, conv_channels : int
+        The transformer's and front end's sizes (:data:`HUBERT_BASE_SHAPE`).
+    seed : int
+        Initialisation seed.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain_mowe.lobes import HuBERTEncoder
+    >>> encoder = HuBERTEncoder(make_tiny_ssl(tempfile.mkdtemp()))
+    >>> encoder(torch.randn(1, 16000))[0].shape
+    torch.Size([1, 49, 32])
+    """
+    import transformers
+
+    config = getattr(transformers, f"{family}Config")(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn_dim,
+        conv_dim=(conv_channels,) * 7,
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        num_conv_pos_embeddings=8 if hidden_size < 256 else 128,
+        num_conv_pos_embedding_groups=2 if hidden_size < 256 else 16,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        getattr(transformers, f"{family}Model")(config).save_pretrained(save_dir)
+    transformers.Wav2Vec2FeatureExtractor(
+        do_normalize=True, return_attention_mask=True
+    ).save_pretrained(save_dir)
     return str(save_dir)
 
 

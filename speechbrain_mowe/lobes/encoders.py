@@ -19,6 +19,7 @@ import torch
 import torchaudio
 from torch import nn
 
+from speechbrain_mowe.checkpointing import written_whole
 from speechbrain_mowe.lobes.conv import MaskedConvStack
 from speechbrain_mowe.lobes.sequence import length_mask, to_absolute, to_relative, zero_padding
 from speechbrain_mowe.registry import Registry
@@ -81,7 +82,7 @@ class AudioEncoder(nn.Module, abc.ABC):
         Returns
         -------
         feats : torch.Tensor
-            ``[b, t, output_dim]``, zero past each length.
+            ``[b, t, output_dim]``, ``t`` the longest output, zero past each length.
         feat_lens : torch.Tensor
             Relative lengths ``[b]``.
         """
@@ -98,7 +99,9 @@ class AudioEncoder(nn.Module, abc.ABC):
             feats, num_frames = self._encode_chunks(wavs, num_samples, window)
         else:
             feats, num_frames = self.encode(wavs[:, : int(num_samples.max())], num_samples)
-        feats = zero_padding(feats, num_frames)
+        # Trimmed to the batch's longest output: Whisper's 30 s window gives
+        # 1500 frames for a 2 s clip's 100, which every later module would carry.
+        feats = zero_padding(feats[:, : int(num_frames.max())], num_frames)
         return feats, to_relative(num_frames, feats.shape[1])
 
     def frozen(self, training: bool = False) -> "AudioEncoder":
@@ -194,7 +197,8 @@ def save_encoder(path, encoder: AudioEncoder, name: str, **config) -> None:
     if isinstance(built, type) and not isinstance(encoder, built):
         raise TypeError(f"encoder is a {type(encoder).__name__}, not the '{name}' encoder")
     state = {"name": name, "config": config, "state_dict": encoder.state_dict()}
-    torch.save(state, path)
+    with written_whole(path) as temporary:
+        torch.save(state, temporary)
 
 
 def load_encoder(path, **overrides) -> AudioEncoder:

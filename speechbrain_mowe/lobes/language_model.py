@@ -15,6 +15,7 @@ batch assembly is vectorised (one scatter per segment).
 Shape legend: ``b`` batch, ``t`` time, ``d`` LLM embedding width, ``v`` vocabulary.
 """
 
+import inspect
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -34,7 +35,8 @@ class LanguageModelOutput(NamedTuple):
     """Training forward result (its answer losses: :func:`answer_token_losses`).
 
     logits : torch.Tensor
-        ``[b, t, v]``.
+        ``[b, t, v]``: of every position, or of the last ``t`` (the answers and
+        the position before the longest) with ``answer_logits_only``.
     labels : torch.Tensor
         ``[b, t]`` targets aligned with ``logits`` inputs (-100 = ignored).
     """
@@ -110,6 +112,12 @@ class LanguageModel(TrainableStateMixin, nn.Module):
         ``<|im_end|>``) may name it here.
     dtype : torch.dtype, optional
         Dtype the LLM weights are loaded in.
+    answer_logits_only : bool
+        In the training forward, compute the output layer only where the answer
+        is predicted (left-padded batches, transformers' ``logits_to_keep``): the
+        same loss and gradients, without the logits of every prompt and audio
+        position (at a 128k vocabulary, most of the loss's memory). Models whose
+        forward lacks ``logits_to_keep`` compute every position.
 
     Example
     -------
@@ -139,9 +147,11 @@ class LanguageModel(TrainableStateMixin, nn.Module):
         chat_template: Optional[str] = None,
         end_token: Optional[str] = None,
         dtype: Optional[torch.dtype] = None,
+        answer_logits_only: bool = True,
     ):
         super().__init__()
         self.source = source
+        self.answer_logits_only = answer_logits_only
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         if chat_template is not None:
             self.tokenizer.chat_template = chat_template
@@ -273,7 +283,9 @@ class LanguageModel(TrainableStateMixin, nn.Module):
                 (len(prompt_lens), int(prompt_lens.max())), IGNORE_INDEX, device=device
             )
             labels, _, _ = splice(
-                [(ignored, prompt_lens), (answer_ids, answer_lens)], fill=IGNORE_INDEX
+                [(ignored, prompt_lens), (answer_ids, answer_lens)],
+                left_pad=left_pad,
+                fill=IGNORE_INDEX,
             )
         embeds, mask, _ = splice(segments, left_pad=left_pad)
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
@@ -300,13 +312,33 @@ class LanguageModel(TrainableStateMixin, nn.Module):
             :meth:`tokenize_prompts` and :meth:`tokenize_answers` (or
             SpeechBrain's ``PaddedBatch``).
         """
+        if not (self.answer_logits_only and self._keeps_some_logits):
+            embeds, mask, positions, labels = self._assemble(
+                audio_embeds, audio_lens, prefix, suffix, answer, left_pad=False
+            )
+            logits = self.model(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=positions
+            ).logits
+            return LanguageModelOutput(logits, labels)
+        # Left-padded, every answer ends the sequence: only the last positions
+        # (the one before the longest answer, and the answers) need the output
+        # layer, whose float32 logits at a large vocabulary are most of the
+        # loss's memory. The loss and its gradients are those of all positions.
         embeds, mask, positions, labels = self._assemble(
-            audio_embeds, audio_lens, prefix, suffix, answer, left_pad=False
+            audio_embeds, audio_lens, prefix, suffix, answer, left_pad=True
         )
+        keep = int(to_absolute(answer[1], answer[0].shape[1]).max()) + 1
         logits = self.model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=positions
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=keep
         ).logits
-        return LanguageModelOutput(logits, labels)
+        return LanguageModelOutput(logits, labels[:, -keep:])
+
+    @property
+    def _keeps_some_logits(self) -> bool:
+        """Whether the causal LM computes logits for its last positions only on
+        request (transformers' ``logits_to_keep``)."""
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
 
     @torch.no_grad()
     def generate(

@@ -9,7 +9,7 @@ import pytest
 import torch
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from speechbrain_mowe.checkpointing import CrashSafeCheckpointer
+from speechbrain_mowe.checkpointing import CrashSafeCheckpointer, written_whole
 
 
 def _checkpointer(folder, value):
@@ -109,3 +109,16 @@ def test_an_old_checkpoint_is_renamed_away_before_it_is_removed(tmp_path, monkey
     checkpointer.delete_checkpoints(num_to_keep=1)
     assert removed[0] == ".deleting-" + older.path.name
     assert [p.name for p in tmp_path.iterdir()] == [newer.path.name]
+
+
+def test_a_file_written_whole_keeps_the_previous_one_until_the_new_one_is_complete(tmp_path):
+    path = tmp_path / "inference.yaml"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with written_whole(path) as temporary:
+            temporary.write_text("half of the ne")
+            raise RuntimeError("killed")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    with written_whole(path) as temporary:
+        temporary.write_text("new")
+    assert path.read_text() == "new"

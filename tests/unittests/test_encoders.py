@@ -63,14 +63,19 @@ def test_whisper_pad30_mode_matches_huggingface(whisper_dir, wavs):
     batch, rel_lens = wavs
     encoder = WhisperEncoder(whisper_dir, mode="pad30").eval()
     feats, lens = encoder(batch, rel_lens)
-    assert feats.shape == (3, 1500, 64)
+    # Trimmed to the longest clip's frames (1 s: 50), not Whisper's 1500.
+    assert feats.shape == (3, 50, 64)
+    with torch.no_grad():
+        untrimmed, _ = encoder.encode(batch, (rel_lens * batch.shape[1]).round().long())
+    assert untrimmed.shape[1] == 1500
+    torch.testing.assert_close(feats[0], untrimmed[0, :50], atol=0, rtol=0)
     extractor = WhisperFeatureExtractor.from_pretrained(whisper_dir)
     reference = WhisperModel.from_pretrained(whisper_dir).encoder.eval()
     n = int(rel_lens[1] * 16000)
     mel = extractor(batch[1, :n].numpy(), sampling_rate=16000, return_tensors="pt")
     with torch.no_grad():
         expected = reference(mel.input_features).last_hidden_state
-    valid = int(torch.round(lens[1] * 1500))
+    valid = int(torch.round(lens[1] * feats.shape[1]))
     assert valid == 31
     torch.testing.assert_close(feats[1, :valid], expected[0, :valid], atol=1e-5, rtol=0)
 

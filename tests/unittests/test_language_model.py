@@ -54,7 +54,8 @@ def test_prompt_is_cut_at_the_placeholder(llama_dir):
 
 
 def test_training_batch_matches_per_example_construction(llm_dir):
-    llm = LanguageModel(llm_dir, lora_rank=4, lora_dropout=0.0).eval()
+    # Every position's logits, to check the layout (answer_logits_only keeps the last).
+    llm = LanguageModel(llm_dir, lora_rank=4, lora_dropout=0.0, answer_logits_only=False).eval()
     _randomise_lora(llm)
     prefix, suffix = llm.tokenize_prompts(INSTRUCTIONS[:3])
     answer = llm.tokenize_answers(["one two", "eins zwei drei vier", "a bird"])
@@ -79,6 +80,32 @@ def test_training_batch_matches_per_example_construction(llm_dir):
     assert total_answer_tokens == int(torch.round(answer[1] * answer[0].shape[1]).sum())
     expected = sum(losses) / total_answer_tokens
     torch.testing.assert_close(_mean_loss(out), expected, atol=1e-5, rtol=0)
+
+
+def test_answer_logits_only_gives_the_same_losses_and_gradients(llm_dir):
+    outputs = {}
+    for only in (False, True):
+        torch.manual_seed(0)
+        llm = LanguageModel(llm_dir, lora_rank=4, lora_dropout=0.0, answer_logits_only=only)
+        _randomise_lora(llm)
+        prefix, suffix = llm.tokenize_prompts(INSTRUCTIONS[:3])
+        answer = llm.tokenize_answers(["one two", "eins zwei drei vier", "a"])
+        audio = torch.randn(3, 7, llm.embedding_dim, generator=torch.Generator().manual_seed(1))
+        audio.requires_grad_(True)
+        out = llm(audio, torch.tensor([7, 3, 5]) / 7, prefix, suffix, answer)
+        sums, counts = answer_token_losses(out.logits, out.labels)
+        (sums.sum() / counts.sum()).backward()
+        grads = {n: p.grad.clone() for n, p in llm.named_parameters() if p.grad is not None}
+        outputs[only] = (out.logits.shape[1], sums.detach(), counts, audio.grad, grads)
+        longest = int(torch.round(answer[1] * answer[0].shape[1]).max())
+    full, kept = outputs[False], outputs[True]
+    assert kept[0] == longest + 1 < full[0]  # the longest answer, and the position before it
+    torch.testing.assert_close(kept[1], full[1], atol=1e-5, rtol=1e-5)
+    assert torch.equal(kept[2], full[2])
+    torch.testing.assert_close(kept[3], full[3], atol=1e-5, rtol=1e-4)
+    assert kept[4].keys() == full[4].keys() and len(kept[4]) > 0
+    for name in full[4]:
+        torch.testing.assert_close(kept[4][name], full[4][name], atol=1e-5, rtol=1e-4)
 
 
 def test_gradients_reach_lora_only(llama_dir):

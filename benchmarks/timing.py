@@ -1,0 +1,64 @@
+"""What the benchmarks share: interleaved repetitions, medians and spreads,
+the table they print and the JSON they write."""
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Sequence
+
+import torch
+
+
+def machine() -> Dict[str, str]:
+    """Where a figure was measured."""
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": str(torch.get_num_threads()),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+    }
+
+
+def interleaved(variants: Mapping[str, Callable[[], object]], repeats: int,
+                warmup: int = 1) -> Dict[str, List[float]]:  # fmt: skip
+    """Seconds of each variant per repetition, the variants taking turns so
+    that a machine's drift touches them all alike."""
+    for _ in range(warmup):
+        for run in variants.values():
+            run()
+    seconds = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            run()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def summary(values: Sequence[float]) -> Dict[str, float]:
+    """Median, and the spread as the lowest and highest value."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def ratio(values: Sequence[float], reference: Sequence[float]) -> Dict[str, float]:
+    """The ratio per repetition (paired: same turn), summarised."""
+    return summary([v / r for v, r in zip(values, reference)])
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path, data: Mapping) -> None:
+    """The figures, with the machine they were measured on."""
+    if path:
+        Path(path).write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
