@@ -56,8 +56,9 @@ def build_encoders(shapes: str, folder: Path):
     """The base and the pool of ``shapes``."""
     if shapes == "test":
         base = WhisperEncoder(make_tiny_whisper(folder / "base", d_model=64, num_layers=2))
-        whispers = [make_tiny_whisper(folder / f"w{i}", d_model=32, num_layers=1, seed=i)
-                    for i in range(2)]  # fmt: skip
+        whispers = [
+            make_tiny_whisper(folder / f"w{i}", d_model=32, num_layers=1, seed=i) for i in range(2)
+        ]
         hubert = {"hidden_size": 32, "num_layers": 1, "heads": 2, "ffn_dim": 64}
         huberts = [make_tiny_ssl(folder / f"h{i}", seed=i, **hubert) for i in range(2)]
         return base, [*map(WhisperEncoder, whispers), *map(HuBERTEncoder, huberts)]
@@ -69,8 +70,9 @@ def build_encoders(shapes: str, folder: Path):
             TinyConvEncoder(n_mels=64, channels=[64, 64, 64], strides=[2, 2, 1]),
         ]
     base = WhisperEncoder(make_tiny_whisper(folder / "base", **WHISPER_SHAPES["large-v3"]))
-    whispers = [make_tiny_whisper(folder / f"w{i}", seed=i, **WHISPER_SHAPES["tiny"])
-                for i in range(2)]  # fmt: skip
+    whispers = [
+        make_tiny_whisper(folder / f"w{i}", seed=i, **WHISPER_SHAPES["tiny"]) for i in range(2)
+    ]
     huberts = [make_tiny_ssl(folder / f"h{i}", seed=i, **HUBERT_BASE_SHAPE) for i in range(2)]
     return base, [*map(WhisperEncoder, whispers), *map(HuBERTEncoder, huberts)]
 
@@ -79,8 +81,9 @@ def build_variants(base, pool, weak_dim: int):
     """``{variant: (encoder, task ids for a batch)}``: routed by one-hot task
     logits, so that task ``t`` goes to expert ``t``."""
     experts = len(pool)
-    router = build_router("independent", base.output_dim, experts, num_tasks=experts,
-                          top_k=1, noise_std=0.0)  # fmt: skip
+    router = build_router(
+        "independent", base.output_dim, experts, num_tasks=experts, top_k=1, noise_std=0.0
+    )
     with torch.no_grad():
         router.task_logits.copy_(10.0 * torch.eye(experts))
     routed = MoWEEncoder(base, pool, router, weak_dim)
@@ -128,18 +131,26 @@ def main(argv=None):
     results, rows = {}, []
     for step, run in (("forward", forward), ("forward+backward", forward_backward)):
         seconds = interleaved(
-            {name: (lambda e=e, t=t: run(e, t)) for name, (e, t) in variants.items()},
+            {name: (lambda e=e, t=t, run=run: run(e, t)) for name, (e, t) in variants.items()},
             args.repeats,
         )
         results[step] = {}
         for name in VARIANTS:
             times, ratios = summary(seconds[name]), ratio(seconds[name], seconds["base"])
             results[step][name] = {"seconds": times, "ratio_to_base": ratios}
-            rows.append([step, name, f"{times['median']:.3f}",
-                         f"{times['min']:.3f}-{times['max']:.3f}",
-                         f"{ratios['median']:.2f} ({ratios['min']:.2f}-{ratios['max']:.2f})"])  # fmt: skip
-    print(f"Encoder cost, shapes '{args.shapes}', {args.batch} x {args.seconds:g} s clips, "
-          f"{args.repeats} interleaved repetitions, {torch.get_num_threads()} threads")  # fmt: skip
+            rows.append(
+                [
+                    step,
+                    name,
+                    f"{times['median']:.3f}",
+                    f"{times['min']:.3f}-{times['max']:.3f}",
+                    f"{ratios['median']:.2f} ({ratios['min']:.2f}-{ratios['max']:.2f})",
+                ]
+            )
+    print(
+        f"Encoder cost, shapes '{args.shapes}', {args.batch} x {args.seconds:g} s clips, "
+        f"{args.repeats} interleaved repetitions, {torch.get_num_threads()} threads"
+    )
     print(table(["step", "variant", "median s", "min-max s", "x base (min-max)"], rows))
     write_json(args.json, {"arguments": vars(args), "results": results})
 

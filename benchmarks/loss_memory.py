@@ -63,8 +63,11 @@ def step_memory(folder: str, only: bool, batch: int, audio_frames: int, repeats:
         seconds.append(time.perf_counter() - start)
         del out, sums
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_mb": (peak - before) / 1024, "seconds": summary(seconds),
-            "logit_positions": int(llm(audio, lens, prefix, suffix, answer).logits.shape[1])}  # fmt: skip
+    return {
+        "peak_mb": (peak - before) / 1024,
+        "seconds": summary(seconds),
+        "logit_positions": int(llm(audio, lens, prefix, suffix, answer).logits.shape[1]),
+    }
 
 
 def main(argv=None):
@@ -88,17 +91,31 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         make_llm(Path(folder), args.vocab, args.hidden)
         for name, only in (("every position", 0), ("answer positions", 1)):
-            command = [sys.executable, __file__, f"--child={folder},{only}", f"--batch={args.batch}",
-                       f"--audio_frames={args.audio_frames}", f"--repeats={args.repeats}"]  # fmt: skip
+            command = [
+                sys.executable,
+                __file__,
+                f"--child={folder},{only}",
+                f"--batch={args.batch}",
+                f"--audio_frames={args.audio_frames}",
+                f"--repeats={args.repeats}",
+            ]
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-    rows = [[name, r["logit_positions"], f"{r['peak_mb']:.0f}", f"{r['seconds']['median']:.3f}",
-             f"{r['seconds']['min']:.3f}-{r['seconds']['max']:.3f}"]
-            for name, r in results.items()]  # fmt: skip
-    print(f"Loss memory: vocabulary {args.vocab}, batch {args.batch}, {args.audio_frames} audio "
-          f"frames, width {args.hidden}, {args.repeats} steps per variant")  # fmt: skip
-    print(table(["logits at", "positions", "peak MB over the step", "median s", "min-max s"],
-                rows))  # fmt: skip
+    rows = [
+        [
+            name,
+            r["logit_positions"],
+            f"{r['peak_mb']:.0f}",
+            f"{r['seconds']['median']:.3f}",
+            f"{r['seconds']['min']:.3f}-{r['seconds']['max']:.3f}",
+        ]
+        for name, r in results.items()
+    ]
+    print(
+        f"Loss memory: vocabulary {args.vocab}, batch {args.batch}, {args.audio_frames} audio "
+        f"frames, width {args.hidden}, {args.repeats} steps per variant"
+    )
+    print(table(["logits at", "positions", "peak MB over the step", "median s", "min-max s"], rows))
     write_json(args.json, {"arguments": vars(args), "results": results})
 
 
