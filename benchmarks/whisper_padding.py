@@ -25,6 +25,10 @@ from speechbrain_mowe.lobes import SequenceCNNProjector, WhisperEncoder
 from speechbrain_mowe.tiny import WHISPER_SHAPES, make_tiny_whisper
 
 
+def _spread(values, digits: int) -> str:
+    return f"{values['median']:.{digits}f} ({values['min']:.{digits}f}-{values['max']:.{digits}f})"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=["test", *WHISPER_SHAPES], default="test",
@@ -58,13 +62,8 @@ def main(argv=None):
         results[seconds] = {mode: {"seconds": summary(t), "frames": frames[mode]}
                             for mode, t in times.items()}  # fmt: skip
         results[seconds]["pad30_over_variable"] = change
-        medians = {mode: summary(t) for mode, t in times.items()}
-        rows.append([f"{seconds:g}", frames["variable"],
-                     f"{medians['pad30']['median']:.3f} ({medians['pad30']['min']:.3f}-"
-                     f"{medians['pad30']['max']:.3f})",
-                     f"{medians['variable']['median']:.3f} ({medians['variable']['min']:.3f}-"
-                     f"{medians['variable']['max']:.3f})",
-                     f"{change['median']:.2f} ({change['min']:.2f}-{change['max']:.2f})"])  # fmt: skip
+        spreads = [_spread(summary(times[mode]), 3) for mode in ("pad30", "variable")]
+        rows.append([f"{seconds:g}", frames["variable"], *spreads, _spread(change, 2)])
     print(f"Whisper input modes, shape '{args.shape}', batch {args.batch}, "
           f"{args.repeats} interleaved repetitions, {torch.get_num_threads()} threads")  # fmt: skip
     header = ["clip s", "frames downstream", "pad30 s", "variable s", "pad30 / variable"]
