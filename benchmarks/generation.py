@@ -38,6 +38,36 @@ class _HuggingFaceLLM(nn.Module):
         return self.model(**kwargs)
 
 
+def decoders(llm, searcher, batch: int, tokens: int, audio_frames: int):
+    """The three ways to answer one random batch, as callables."""
+    audio = torch.randn(batch, audio_frames, llm.embedding_dim)
+    lens = torch.ones(batch)
+    prefix, suffix = llm.tokenize_prompts(["transcribe the audio ."] * batch)
+    options = {"max_new_tokens": tokens, "num_beams": 1, "min_new_tokens": tokens}
+    embeds, mask, _, _ = llm._assemble(audio, lens, prefix, suffix, None, left_pad=True)
+
+    def row(tokens_, i):
+        return tokens_[0][i : i + 1], tokens_[1][i : i + 1]
+
+    def one_at_a_time():
+        return [
+            llm.generate(audio[i : i + 1], lens[i : i + 1], row(prefix, i), row(suffix, i),
+                         **options)[0]
+            for i in range(batch)
+        ]  # fmt: skip
+
+    def speechbrain():
+        searcher.max_decode_ratio = tokens / embeds.shape[1]
+        with torch.no_grad():
+            return searcher(embeds, torch.ones(batch), attention_mask=mask.bool())
+
+    return {
+        "ours, batched": lambda: llm.generate(audio, lens, prefix, suffix, **options),
+        "ours, one at a time": one_at_a_time,
+        "SpeechBrain searcher": speechbrain,
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hidden", type=int, default=128, help="width of the random Llama")
@@ -58,40 +88,15 @@ def main(argv=None):
     )  # fmt: skip
     results, rows = {}, []
     for batch in args.batch:
-        audio = torch.randn(batch, args.audio_frames, llm.embedding_dim)
-        lens = torch.ones(batch)
-        prefix, suffix = llm.tokenize_prompts(["transcribe the audio ."] * batch)
         for tokens in args.tokens:
-            options = {"max_new_tokens": tokens, "num_beams": 1, "min_new_tokens": tokens}
-
-            def batched():
-                return llm.generate(audio, lens, prefix, suffix, **options)
-
-            def one_at_a_time():
-                return [
-                    llm.generate(audio[i : i + 1], lens[i : i + 1], (prefix[0][i : i + 1],
-                                 prefix[1][i : i + 1]), (suffix[0][i : i + 1],
-                                 suffix[1][i : i + 1]), **options)[0]
-                    for i in range(batch)
-                ]  # fmt: skip
-
-            embeds, mask, _, _ = llm._assemble(audio, lens, prefix, suffix, None, left_pad=True)
-            searcher.max_decode_ratio = tokens / embeds.shape[1]
-
-            def speechbrain():
-                with torch.no_grad():
-                    return searcher(embeds, torch.ones(batch), attention_mask=mask.bool())
-
+            runs = decoders(llm, searcher, batch, tokens, args.audio_frames)
             with torch.no_grad():
-                answers = batched()
-                assert answers == one_at_a_time(), "batched answers differ from one at a time"
+                answers = runs["ours, batched"]()
+                assert answers == runs["ours, one at a time"](), "batched != one at a time"
                 made = {"ours, batched": sum(map(len, answers)),
                         "ours, one at a time": sum(map(len, answers)),
-                        "SpeechBrain searcher": sum(map(len, speechbrain()[0]))}  # fmt: skip
-            seconds = interleaved(
-                {"ours, batched": batched, "ours, one at a time": one_at_a_time,
-                 "SpeechBrain searcher": speechbrain}, args.repeats,
-            )  # fmt: skip
+                        "SpeechBrain searcher": sum(map(len, runs["SpeechBrain searcher"]()[0]))}  # fmt: skip
+            seconds = interleaved(runs, args.repeats)
             entry = {
                 name: {"seconds": summary(t), "tokens": made[name],
                        "tokens_per_s": made[name] / summary(t)["median"]}
@@ -100,13 +105,13 @@ def main(argv=None):
             results[f"batch {batch}, {tokens} tokens"] = entry
             reference = entry["SpeechBrain searcher"]["tokens_per_s"]
             for name, figures in entry.items():
-                speedup = figures["tokens_per_s"] / reference
                 rows.append([batch, tokens, name, figures["tokens"],
                              f"{figures['tokens_per_s']:.0f}",
-                             f"{figures['seconds']['median']:.3f}", f"{speedup:.1f}"])  # fmt: skip
+                             f"{figures['seconds']['median']:.3f}",
+                             f"{figures['tokens_per_s'] / reference:.1f}"])  # fmt: skip
     print(f"Greedy generation: Llama width {args.hidden}, {args.layers} layers, "
           f"{args.audio_frames} audio frames, {args.repeats} interleaved repetitions, "
-          f"{torch.get_num_threads()} threads; answers identical batched and one at a time")  # fmt: skip
+          f"{torch.get_num_threads()} threads; answers identical batched and one by one")  # fmt: skip
     header = ["batch", "new tokens", "decoder", "tokens made", "tokens/s", "median s",
               "speed x SpeechBrain's"]  # fmt: skip
     print(table(header, rows))
