@@ -51,10 +51,11 @@ def decoders(llm, searcher, batch: int, tokens: int, audio_frames: int):
 
     def one_at_a_time():
         return [
-            llm.generate(audio[i : i + 1], lens[i : i + 1], row(prefix, i), row(suffix, i),
-                         **options)[0]
+            llm.generate(
+                audio[i : i + 1], lens[i : i + 1], row(prefix, i), row(suffix, i), **options
+            )[0]
             for i in range(batch)
-        ]  # fmt: skip
+        ]
 
     def speechbrain():
         searcher.max_decode_ratio = tokens / embeds.shape[1]
@@ -83,9 +84,13 @@ def main(argv=None):
         make_tiny_llm(folder, hidden_size=args.hidden, num_layers=args.layers, init_std=0.02)
         llm = LanguageModel(folder, lora_rank=0).eval()
     searcher = S2SHuggingFaceLLMGreedySearcher(
-        _HuggingFaceLLM(llm.model), temperature=0.0, bos_index=llm.tokenizer.bos_token_id,
-        eos_index=llm.end_token_id, min_decode_ratio=0.0, max_decode_ratio=1.0,
-    )  # fmt: skip
+        _HuggingFaceLLM(llm.model),
+        temperature=0.0,
+        bos_index=llm.tokenizer.bos_token_id,
+        eos_index=llm.end_token_id,
+        min_decode_ratio=0.0,
+        max_decode_ratio=1.0,
+    )
     results, rows = {}, []
     for batch in args.batch:
         for tokens in args.tokens:
@@ -93,27 +98,48 @@ def main(argv=None):
             with torch.no_grad():
                 answers = runs["ours, batched"]()
                 assert answers == runs["ours, one at a time"](), "batched != one at a time"
-                made = {"ours, batched": sum(map(len, answers)),
-                        "ours, one at a time": sum(map(len, answers)),
-                        "SpeechBrain searcher": sum(map(len, runs["SpeechBrain searcher"]()[0]))}  # fmt: skip
+                made = {
+                    "ours, batched": sum(map(len, answers)),
+                    "ours, one at a time": sum(map(len, answers)),
+                    "SpeechBrain searcher": sum(map(len, runs["SpeechBrain searcher"]()[0])),
+                }
             seconds = interleaved(runs, args.repeats)
             entry = {
-                name: {"seconds": summary(t), "tokens": made[name],
-                       "tokens_per_s": made[name] / summary(t)["median"]}
+                name: {
+                    "seconds": summary(t),
+                    "tokens": made[name],
+                    "tokens_per_s": made[name] / summary(t)["median"],
+                }
                 for name, t in seconds.items()
-            }  # fmt: skip
+            }
             results[f"batch {batch}, {tokens} tokens"] = entry
             reference = entry["SpeechBrain searcher"]["tokens_per_s"]
             for name, figures in entry.items():
-                rows.append([batch, tokens, name, figures["tokens"],
-                             f"{figures['tokens_per_s']:.0f}",
-                             f"{figures['seconds']['median']:.3f}",
-                             f"{figures['tokens_per_s'] / reference:.1f}"])  # fmt: skip
-    print(f"Greedy generation: Llama width {args.hidden}, {args.layers} layers, "
-          f"{args.audio_frames} audio frames, {args.repeats} interleaved repetitions, "
-          f"{torch.get_num_threads()} threads; answers identical batched and one by one")  # fmt: skip
-    header = ["batch", "new tokens", "decoder", "tokens made", "tokens/s", "median s",
-              "speed x SpeechBrain's"]  # fmt: skip
+                rows.append(
+                    [
+                        batch,
+                        tokens,
+                        name,
+                        figures["tokens"],
+                        f"{figures['tokens_per_s']:.0f}",
+                        f"{figures['seconds']['median']:.3f}",
+                        f"{figures['tokens_per_s'] / reference:.1f}",
+                    ]
+                )
+    print(
+        f"Greedy generation: Llama width {args.hidden}, {args.layers} layers, "
+        f"{args.audio_frames} audio frames, {args.repeats} interleaved repetitions, "
+        f"{torch.get_num_threads()} threads; answers identical batched and one by one"
+    )
+    header = [
+        "batch",
+        "new tokens",
+        "decoder",
+        "tokens made",
+        "tokens/s",
+        "median s",
+        "speed x SpeechBrain's",
+    ]
     print(table(header, rows))
     write_json(args.json, {"arguments": vars(args), "results": results})
 
