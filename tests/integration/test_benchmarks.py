@@ -29,6 +29,7 @@ def test_help(script):
     ("loss_memory.py", ["--vocab=2000", "--repeats=1", "--audio_frames=50"], 2),
     ("whisper_padding.py", ["--repeats=1", "--seconds", "1", "2"], 2),
     ("generation.py", ["--repeats=1", "--batch", "1", "2", "--tokens=5"], 6),
+    ("feature_cache.py", ["--repeats=1", "--clips=8", "--seconds=1"], 4),
 ])  # fmt: skip
 def test_a_small_run_prints_its_table_and_writes_json(tmp_path, script, args, rows):
     done = _run(script, *args, f"--json={tmp_path / 'out.json'}")
