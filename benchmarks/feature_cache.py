@@ -20,10 +20,8 @@ import tempfile
 import time
 
 import torch
-from timing import ratio, summary, table, write_json
+from timing import SHAPES, random_whispers, ratio, summary, table, write_json
 
-from speechbrain_mowe.lobes import WhisperEncoder
-from speechbrain_mowe.tiny import WHISPER_SHAPES, make_tiny_whisper
 from speechbrain_mowe.training import FeatureCache
 
 EPOCHS = ("online", "cache: first epoch (writes)", "cache: from disk", "cache: from memory")
@@ -40,7 +38,7 @@ def epoch_seconds(encode, batches) -> float:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", choices=["test", *WHISPER_SHAPES], default="test")
+    parser.add_argument("--shape", choices=SHAPES, default="test")
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--batch", type=int, default=8)
@@ -48,10 +46,7 @@ def main(argv=None):
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    shape = {"d_model": 64, "num_layers": 2} if args.shape == "test" else WHISPER_SHAPES[args.shape]
-    with tempfile.TemporaryDirectory() as folder:
-        make_tiny_whisper(folder, **shape)
-        encoder = WhisperEncoder(folder).requires_grad_(False).eval()
+    encoder = random_whispers(args.shape)["variable"]
     wavs = 0.1 * torch.randn(args.clips, int(args.seconds * 16000))
     batches = [
         ([f"clip{i}" for i in range(start, start + args.batch)], wavs[start : start + args.batch])

@@ -1,14 +1,21 @@
 """What the benchmarks share: interleaved repetitions, medians and spreads,
-the table they print and the JSON they write."""
+the table they print and the JSON they write, and random Whispers of a shape."""
 
 import json
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Sequence
 
 import torch
+
+from speechbrain_mowe.lobes import WhisperEncoder
+from speechbrain_mowe.tiny import WHISPER_SHAPES, make_tiny_whisper
+
+#: ``--shape`` choices of the Whisper benchmarks: the test shape or a real one's.
+SHAPES = ("test", *WHISPER_SHAPES)
 
 
 def machine() -> Dict[str, str]:
@@ -62,3 +69,13 @@ def write_json(path, data: Mapping) -> None:
     """The figures, with the machine they were measured on."""
     if path:
         Path(path).write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
+
+
+def random_whispers(shape: str, modes: Sequence[str] = ("variable",)) -> Dict[str, WhisperEncoder]:
+    """Whisper encoders with the same random weights of ``shape`` (``test``:
+    width 64, 2 layers; else :data:`speechbrain_mowe.tiny.WHISPER_SHAPES`),
+    one per input mode, frozen, in eval mode."""
+    dims = {"d_model": 64, "num_layers": 2} if shape == "test" else WHISPER_SHAPES[shape]
+    with tempfile.TemporaryDirectory() as folder:
+        make_tiny_whisper(folder, **dims)
+        return {m: WhisperEncoder(folder, mode=m).requires_grad_(False).eval() for m in modes}

@@ -16,13 +16,11 @@ the modes timed in turn within each repetition.
 """
 
 import argparse
-import tempfile
 
 import torch
-from timing import interleaved, ratio, summary, table, write_json
+from timing import SHAPES, interleaved, random_whispers, ratio, summary, table, write_json
 
-from speechbrain_mowe.lobes import SequenceCNNProjector, WhisperEncoder
-from speechbrain_mowe.tiny import WHISPER_SHAPES, make_tiny_whisper
+from speechbrain_mowe.lobes import SequenceCNNProjector
 
 
 def _spread(values, digits: int) -> str:
@@ -31,7 +29,7 @@ def _spread(values, digits: int) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", choices=["test", *WHISPER_SHAPES], default="test",
+    parser.add_argument("--shape", choices=SHAPES, default="test",
                         help="test: width 64, 2 layers; else a real Whisper's shape")  # fmt: skip
     parser.add_argument("--seconds", type=float, nargs="+", default=[2, 5, 10, 20])
     parser.add_argument("--batch", type=int, default=2)
@@ -39,12 +37,7 @@ def main(argv=None):
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    shape = {"d_model": 64, "num_layers": 2} if args.shape == "test" else WHISPER_SHAPES[args.shape]
-    with tempfile.TemporaryDirectory() as folder:
-        make_tiny_whisper(folder, **shape)
-        encoders = {
-            mode: WhisperEncoder(folder, mode=mode).eval() for mode in ("pad30", "variable")
-        }
+    encoders = random_whispers(args.shape, ("pad30", "variable"))
     projector = SequenceCNNProjector(encoders["pad30"].output_dim, 256, downsample=8).eval()
     results, rows = {}, []
     for seconds in args.seconds:

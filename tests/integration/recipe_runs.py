@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 from fixture_corpora import (
+    load_recipe,
     make_clotho,
     make_common_voice,
     make_iemocap,
@@ -41,6 +42,15 @@ SHORT_UTTERANCES = {
     "3-30-0001": (0.5, "seven eight"),
     "4-40-0000": (1.75, "a car passes by"),
 }
+
+
+def prepared_short_librispeech(root: Path):
+    """:func:`make_short_librispeech` with its train-clean-100 and test-clean
+    manifests prepared in ``root/manifests``: ``(corpus, manifest folder)``."""
+    corpus = make_short_librispeech(root)
+    prepare = load_recipe("LibriSpeech/librispeech_prepare.py").prepare_librispeech
+    prepare(corpus, root / "manifests", ["train-clean-100", "test-clean"], lowercase=True)
+    return corpus, root / "manifests"
 
 
 def make_short_librispeech(root: Path) -> Path:

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixture_corpora import load_recipe
-from recipe_runs import make_short_librispeech, read_metrics
+from recipe_runs import prepared_short_librispeech, read_metrics
 
 SCRIPT = Path(__file__).with_name("killed_run.py")
 #: Files a checkpoint of the recipe holds (its parameter files and CKPT.yaml).
@@ -19,11 +18,7 @@ FILES_PER_CHECKPOINT = 7
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ls")
-    corpus = make_short_librispeech(root)
-    prepare = load_recipe("LibriSpeech/librispeech_prepare.py").prepare_librispeech
-    prepare(corpus, root / "manifests", ["train-clean-100", "test-clean"], lowercase=True)
-    return corpus, root / "manifests"
+    return prepared_short_librispeech(tmp_path_factory.mktemp("ls"))
 
 
 def _run(record, corpus, whisper_dir, llama_dir, output, kill=None):

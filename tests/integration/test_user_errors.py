@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixture_corpora import load_recipe
-from recipe_runs import RECIPES, make_short_librispeech, tiny_overrides
+from recipe_runs import RECIPES, prepared_short_librispeech, tiny_overrides
 
 from speechbrain_mowe.errors import DEBUG_VARIABLE
 
@@ -22,11 +21,7 @@ PREPARE = RECIPES / "LibriSpeech" / "librispeech_prepare.py"
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ls")
-    corpus = make_short_librispeech(root)
-    prepare = load_recipe("LibriSpeech/librispeech_prepare.py").prepare_librispeech
-    prepare(corpus, root / "manifests", ["train-clean-100", "test-clean"], lowercase=True)
-    return corpus, root / "manifests"
+    return prepared_short_librispeech(tmp_path_factory.mktemp("ls"))
 
 
 def _run(script, *args, debug=False):

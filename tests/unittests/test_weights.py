@@ -60,7 +60,8 @@ def ctranslate2_variables(model: WhisperForConditionalGeneration):
 
     def put(ct2, hf, norm=False):
         names = ("gamma", "beta") if norm else ("weight", "bias")
-        out[f"{ct2}/{names[0]}"], out[f"{ct2}/{names[1]}"] = state[f"{hf}.weight"], state[f"{hf}.bias"]
+        out[f"{ct2}/{names[0]}"] = state[f"{hf}.weight"]
+        out[f"{ct2}/{names[1]}"] = state[f"{hf}.bias"]
 
     for side, layers in (("encoder", config.encoder_layers), ("decoder", config.decoder_layers)):
         hf = f"model.{side}"
@@ -113,8 +114,8 @@ def random_whisper(real_tokenizer_folder, tmp_path_factory):
     for name in ("tokenizer.json", "config.json"):
         shutil.copy(real_tokenizer_folder / name, folder / name)
     variables = ctranslate2_variables(model)
-    write_ctranslate2(folder / "model.bin", "WhisperSpec", variables,
-                      aliases=[("decoder/projection/weight", "decoder/embeddings/weight")])  # fmt: skip
+    aliases = [("decoder/projection/weight", "decoder/embeddings/weight")]
+    write_ctranslate2(folder / "model.bin", "WhisperSpec", variables, aliases=aliases)
     return model, folder
 
 
