@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from timing import interleaved, ratio, summary, table, write_json
+from timing import interleaved, ratio, shown, span, summary, table, write_json
 
 from speechbrain_mowe.lobes import (
     GE2EEncoder,
@@ -143,8 +143,8 @@ def main(argv=None):
                     step,
                     name,
                     f"{times['median']:.3f}",
-                    f"{times['min']:.3f}-{times['max']:.3f}",
-                    f"{ratios['median']:.2f} ({ratios['min']:.2f}-{ratios['max']:.2f})",
+                    span(times),
+                    shown(ratios, 2),
                 ]
             )
     print(

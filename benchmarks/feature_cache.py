@@ -20,7 +20,7 @@ import tempfile
 import time
 
 import torch
-from timing import SHAPES, random_whispers, ratio, summary, table, write_json
+from timing import SHAPES, random_whispers, ratio, span, summary, table, write_json
 
 from speechbrain_mowe.training import FeatureCache
 
@@ -70,7 +70,7 @@ def main(argv=None):
             [
                 name,
                 f"{times['median']:.3f}",
-                f"{times['min']:.3f}-{times['max']:.3f}",
+                span(times),
                 f"{change['median']:.3f}",
             ]
         )

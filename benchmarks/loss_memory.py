@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from timing import summary, table, write_json
+from timing import span, summary, table, write_json
 
 
 def make_llm(folder: Path, vocab: int, hidden: int) -> str:
@@ -107,7 +107,7 @@ def main(argv=None):
             r["logit_positions"],
             f"{r['peak_mb']:.0f}",
             f"{r['seconds']['median']:.3f}",
-            f"{r['seconds']['min']:.3f}-{r['seconds']['max']:.3f}",
+            span(r["seconds"]),
         ]
         for name, r in results.items()
     ]

@@ -53,6 +53,16 @@ def summary(values: Sequence[float]) -> Dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def span(values: Mapping[str, float], digits: int = 3) -> str:
+    """``min-max`` of a :func:`summary`."""
+    return f"{values['min']:.{digits}f}-{values['max']:.{digits}f}"
+
+
+def shown(values: Mapping[str, float], digits: int = 3) -> str:
+    """``median (min-max)`` of a :func:`summary`."""
+    return f"{values['median']:.{digits}f} ({span(values, digits)})"
+
+
 def ratio(values: Sequence[float], reference: Sequence[float]) -> Dict[str, float]:
     """The ratio per repetition (paired: same turn), summarised."""
     return summary([v / r for v, r in zip(values, reference)])

@@ -18,13 +18,18 @@ the modes timed in turn within each repetition.
 import argparse
 
 import torch
-from timing import SHAPES, interleaved, random_whispers, ratio, summary, table, write_json
+from timing import (
+    SHAPES,
+    interleaved,
+    random_whispers,
+    ratio,
+    shown,
+    summary,
+    table,
+    write_json,
+)
 
 from speechbrain_mowe.lobes import SequenceCNNProjector
-
-
-def _spread(values, digits: int) -> str:
-    return f"{values['median']:.{digits}f} ({values['min']:.{digits}f}-{values['max']:.{digits}f})"
 
 
 def main(argv=None):
@@ -55,8 +60,8 @@ def main(argv=None):
         results[seconds] = {mode: {"seconds": summary(t), "frames": frames[mode]}
                             for mode, t in times.items()}  # fmt: skip
         results[seconds]["pad30_over_variable"] = change
-        spreads = [_spread(summary(times[mode]), 3) for mode in ("pad30", "variable")]
-        rows.append([f"{seconds:g}", frames["variable"], *spreads, _spread(change, 2)])
+        spreads = [shown(summary(times[mode]), 3) for mode in ("pad30", "variable")]
+        rows.append([f"{seconds:g}", frames["variable"], *spreads, shown(change, 2)])
     print(f"Whisper input modes, shape '{args.shape}', batch {args.batch}, "
           f"{args.repeats} interleaved repetitions, {torch.get_num_threads()} threads")  # fmt: skip
     header = ["clip s", "frames downstream", "pad30 s", "variable s", "pad30 / variable"]
