@@ -118,6 +118,14 @@ class LanguageModel(TrainableStateMixin, nn.Module):
         same loss and gradients, without the logits of every prompt and audio
         position (at a 128k vocabulary, most of the loss's memory). Models whose
         forward lacks ``logits_to_keep`` compute every position.
+    attn_implementation : str, optional
+        transformers' attention kernel: ``sdpa`` (PyTorch's fused
+        scaled-dot-product attention), ``eager``, ``flash_attention_2`` (if
+        installed); None for the model's default.
+    gradient_checkpointing : bool
+        Recompute each decoder layer's activations in the backward pass instead
+        of keeping them (transformers' gradient checkpointing, non-reentrant):
+        less memory for about one more forward pass; the same loss and gradients.
 
     Example
     -------
@@ -148,6 +156,8 @@ class LanguageModel(TrainableStateMixin, nn.Module):
         end_token: Optional[str] = None,
         dtype: Optional[torch.dtype] = None,
         answer_logits_only: bool = True,
+        attn_implementation: Optional[str] = None,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         self.source = source
@@ -170,7 +180,14 @@ class LanguageModel(TrainableStateMixin, nn.Module):
         self.user_template = user_template
         self.system_prompt = system_prompt
 
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        kernel = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kernel)
+        if gradient_checkpointing:
+            # Non-reentrant: gradients reach LoRA and the audio embeddings even
+            # though the frozen LLM's own inputs need none. (transformers 5.x
+            # renamed gradient_checkpointing_enable, which now warns.)
+            enable = getattr(model, "activation_checkpointing_enable", None)
+            (enable or model.gradient_checkpointing_enable)({"use_reentrant": False})
         if freeze_llm:
             model.requires_grad_(False)
         if lora_rank > 0:

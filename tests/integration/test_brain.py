@@ -1,5 +1,6 @@
 """MoWEBrain through the LibriSpeech recipe: overfitting, exact resume, skipped
-non-finite losses and unreadable batches, the feature cache, bf16."""
+non-finite losses and unreadable batches, the feature cache, bf16, fused AdamW
+and gradient checkpointing."""
 
 import sys
 from pathlib import Path
@@ -168,3 +169,20 @@ def test_bf16_autocast_trains_with_finite_losses(tmp_path, corpus, whisper_dir, 
     _run(tmp_path, corpus, whisper_dir, llama_dir, Recording, number_of_epochs=1,
          precision="bf16", eval_precision="bf16")  # fmt: skip
     assert Recording.steps and all(torch.isfinite(torch.tensor(s[2])) for s in Recording.steps)
+
+
+def test_fused_adamw_and_gradient_checkpointing_give_the_same_losses(
+    tmp_path, corpus, whisper_dir, llama_dir
+):
+    Recording.steps = []
+    _run(tmp_path / "plain", corpus, whisper_dir, llama_dir, Recording, number_of_epochs=2)
+    plain = Recording.steps
+    Recording.steps = []
+    brain = _run(tmp_path / "fast", corpus, whisper_dir, llama_dir, Recording, number_of_epochs=2,
+                 fused_adamw=True, model_settings="{gradient_checkpointing: True}")  # fmt: skip
+    assert brain.optimizer.defaults["fused"] is True
+    assert brain.model.llm.model.get_base_model().model.layers[0].gradient_checkpointing
+    assert len(Recording.steps) == len(plain) > 2
+    assert [loss for *_, loss in Recording.steps] == pytest.approx(
+        [loss for *_, loss in plain], abs=1e-5
+    )

@@ -38,7 +38,8 @@ def test_paths_are_made_absolute_and_settings_reach_the_family(
     # Every setting's value, and the family file itself: later edits of the file
     # (or of its defaults) do not change the folder's model.
     assert dict(written["model_settings"]) == {
-        "weak_dim": 24, "top_k": 2, "aux_weight": 0.1, "long_audio": "refuse"
+        "weak_dim": 24, "top_k": 2, "aux_weight": 0.1, "long_audio": "refuse",
+        "attn_implementation": None, "gradient_checkpointing": False,
     }  # fmt: skip
     assert written["model"]["text"] == (tmp_path / "family.yaml").read_text()
     (tmp_path / "family.yaml").write_text("broken: [")

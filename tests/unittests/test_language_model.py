@@ -82,30 +82,62 @@ def test_training_batch_matches_per_example_construction(llm_dir):
     torch.testing.assert_close(_mean_loss(out), expected, atol=1e-5, rtol=0)
 
 
+def _losses_and_gradients(llm_dir, **options):
+    """Logit positions, answer sums, counts, audio and parameter gradients of a
+    training step with randomised LoRA."""
+    torch.manual_seed(0)
+    llm = LanguageModel(llm_dir, lora_rank=4, lora_dropout=0.0, **options).train()
+    _randomise_lora(llm)
+    prefix, suffix = llm.tokenize_prompts(INSTRUCTIONS[:3])
+    answer = llm.tokenize_answers(["one two", "eins zwei drei vier", "a"])
+    audio = torch.randn(3, 7, llm.embedding_dim, generator=torch.Generator().manual_seed(1))
+    audio.requires_grad_(True)
+    out = llm(audio, torch.tensor([7, 3, 5]) / 7, prefix, suffix, answer)
+    sums, counts = answer_token_losses(out.logits, out.labels)
+    (sums.sum() / counts.sum()).backward()
+    grads = {n: p.grad.clone() for n, p in llm.named_parameters() if p.grad is not None}
+    longest = int(torch.round(answer[1] * answer[0].shape[1]).max())
+    return out.logits.shape[1], longest, sums.detach(), counts, audio.grad, grads
+
+
+def _assert_same_step(step, reference):
+    torch.testing.assert_close(step[2], reference[2], atol=1e-5, rtol=1e-5)
+    assert torch.equal(step[3], reference[3])
+    torch.testing.assert_close(step[4], reference[4], atol=1e-5, rtol=1e-4)
+    assert step[5].keys() == reference[5].keys() and len(step[5]) > 0
+    for name in reference[5]:
+        torch.testing.assert_close(step[5][name], reference[5][name], atol=1e-5, rtol=1e-4)
+
+
 def test_answer_logits_only_gives_the_same_losses_and_gradients(llm_dir):
-    outputs = {}
-    for only in (False, True):
-        torch.manual_seed(0)
-        llm = LanguageModel(llm_dir, lora_rank=4, lora_dropout=0.0, answer_logits_only=only)
-        _randomise_lora(llm)
-        prefix, suffix = llm.tokenize_prompts(INSTRUCTIONS[:3])
-        answer = llm.tokenize_answers(["one two", "eins zwei drei vier", "a"])
-        audio = torch.randn(3, 7, llm.embedding_dim, generator=torch.Generator().manual_seed(1))
-        audio.requires_grad_(True)
-        out = llm(audio, torch.tensor([7, 3, 5]) / 7, prefix, suffix, answer)
-        sums, counts = answer_token_losses(out.logits, out.labels)
-        (sums.sum() / counts.sum()).backward()
-        grads = {n: p.grad.clone() for n, p in llm.named_parameters() if p.grad is not None}
-        outputs[only] = (out.logits.shape[1], sums.detach(), counts, audio.grad, grads)
-        longest = int(torch.round(answer[1] * answer[0].shape[1]).max())
-    full, kept = outputs[False], outputs[True]
-    assert kept[0] == longest + 1 < full[0]  # the longest answer, and the position before it
-    torch.testing.assert_close(kept[1], full[1], atol=1e-5, rtol=1e-5)
-    assert torch.equal(kept[2], full[2])
-    torch.testing.assert_close(kept[3], full[3], atol=1e-5, rtol=1e-4)
-    assert kept[4].keys() == full[4].keys() and len(kept[4]) > 0
-    for name in full[4]:
-        torch.testing.assert_close(kept[4][name], full[4][name], atol=1e-5, rtol=1e-4)
+    full = _losses_and_gradients(llm_dir, answer_logits_only=False)
+    kept = _losses_and_gradients(llm_dir, answer_logits_only=True)
+    assert kept[0] == kept[1] + 1 < full[0]  # the longest answer, and the position before it
+    _assert_same_step(kept, full)
+
+
+@pytest.mark.parametrize("options", [
+    {"attn_implementation": "eager"},
+    {"attn_implementation": "sdpa"},
+    {"gradient_checkpointing": True},
+    {"gradient_checkpointing": True, "answer_logits_only": False},
+])  # fmt: skip
+def test_speed_and_memory_options_give_the_same_losses_and_gradients(llm_dir, options):
+    reference = _losses_and_gradients(llm_dir, attn_implementation="eager")
+    _assert_same_step(_losses_and_gradients(llm_dir, **options), reference)
+
+
+@pytest.mark.parametrize("checkpointing, calls", [(False, 1), (True, 2)])
+def test_gradient_checkpointing_recomputes_the_decoder_layers(llama_dir, checkpointing, calls):
+    llm = LanguageModel(llama_dir, lora_rank=4, gradient_checkpointing=checkpointing).train()
+    layer = llm.model.get_base_model().model.layers[0].self_attn
+    seen = []
+    layer.register_forward_hook(lambda *_: seen.append(1))
+    prefix, suffix = llm.tokenize_prompts(INSTRUCTIONS[:2])
+    out = llm(torch.randn(2, 4, llm.embedding_dim), torch.ones(2), prefix, suffix,
+              llm.tokenize_answers(["one", "two"]))  # fmt: skip
+    _mean_loss(out).backward()
+    assert len(seen) == calls  # the forward, and its recomputation in the backward
 
 
 def test_gradients_reach_lora_only(llama_dir):
