@@ -3,6 +3,7 @@ the table they print and the JSON they write, and random Whispers of a shape."""
 
 import json
 import platform
+import re
 import statistics
 import tempfile
 import time
@@ -79,6 +80,32 @@ def write_json(path, data: Mapping) -> None:
     """The figures, with the machine they were measured on."""
     if path:
         Path(path).write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
+
+
+class ResidentPeak:
+    """The peak resident memory of this process from now on, beyond its memory
+    now (Linux: resets the kernel's high-water mark, ``/proc/self/clear_refs``).
+
+    Example
+    -------
+    >>> peak = ResidentPeak()
+    >>> block = bytearray(64 * 2**20)
+    >>> peak.mb() >= 60
+    True
+    """
+
+    def __init__(self):
+        Path("/proc/self/clear_refs").write_text("5")
+        self.start = self._kb("VmRSS")
+
+    @staticmethod
+    def _kb(field: str) -> int:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1))
+
+    def mb(self) -> float:
+        """Megabytes of the peak beyond the memory at the start."""
+        return (self._kb("VmHWM") - self.start) / 1024
 
 
 def random_whispers(shape: str, modes: Sequence[str] = ("variable",)) -> Dict[str, WhisperEncoder]:
