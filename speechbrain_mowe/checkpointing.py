@@ -62,10 +62,17 @@ class TrainableStateMixin:
     ['head.bias', 'head.weight']
     """
 
+    #: Names of parameters saved although frozen: trained earlier (in a stage
+    #: before, see :func:`speechbrain_mowe.training.stages.set_trainable_parts`)
+    #: and not in the model's sources.
+    kept_frozen: frozenset = frozenset()
+
     def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
-        """Trainable parameters and extra states, detached."""
+        """Trainable parameters (and :attr:`kept_frozen` ones) and extra states, detached."""
         state = {
-            name: param.detach() for name, param in self.named_parameters() if param.requires_grad
+            name: param.detach()
+            for name, param in self.named_parameters()
+            if param.requires_grad or name in self.kept_frozen
         }
         state.update(
             (name, value) for name, value in self.state_dict().items() if name.endswith(EXTRA_STATE)

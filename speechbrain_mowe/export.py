@@ -147,6 +147,7 @@ def write_inference_folder(
     decoding: Decoding = Decoding(),
     precision: str = "fp32",
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
+    stage: Optional[str] = None,
 ) -> Optional[Path]:
     """Writes ``inference.yaml`` and ``model.ckpt``.
 
@@ -168,6 +169,8 @@ def write_inference_folder(
         Longest audio read at once (see :func:`window_seconds`). What
         inference does with longer audio by default follows the encoders'
         policy: ``chunk`` when one of them chunks long audio, else ``refuse``.
+    stage : str, optional
+        The training stage that produced the model (``trained_in_stage``).
 
     Returns
     -------
@@ -226,6 +229,8 @@ def write_inference_folder(
         "max_audio_seconds": float(max_audio_seconds),
         "long_audio": long_audio,
     }
+    if stage is not None:
+        settings["trained_in_stage"] = stage
     text = (
         "# The trained model of this folder, for speechbrain_mowe.inference.PretrainedAudioLLM:\n"
         "#   PretrainedAudioLLM.from_hparams(source=<this folder>)\n"

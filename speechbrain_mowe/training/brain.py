@@ -343,8 +343,9 @@ class MoWEBrain(sb.Brain):
         result = self.evaluation.finish(name, self.scorer_options)
         if stage == sb.Stage.VALID:
             lr = self.optimizer.param_groups[0]["lr"] if hasattr(self, "optimizer") else None
+            stage = getattr(self.hparams, "stage_name", None)
             self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "lr": lr},
+                stats_meta={**({"stage": stage} if stage else {}), "epoch": epoch, "lr": lr},
                 train_stats=self.train_stats,
                 valid_stats=result.log_stats(),
             )

@@ -48,6 +48,7 @@ from speechbrain_mowe.model import MoWEAudioLLM
 from speechbrain_mowe.tasks import get_task, registered_tasks
 from speechbrain_mowe.training.brain import MoWEBrain
 from speechbrain_mowe.training.overrides import check_overrides
+from speechbrain_mowe.training.stages import run_stages
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +290,9 @@ def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=MoWEBrain) -> 
     inference folder into ``output_folder``
     (:func:`speechbrain_mowe.export.write_inference_folder`).
 
+    A recipe whose YAML declares ``stages`` trains in those stages, in order
+    (:mod:`speechbrain_mowe.training.stages`), and is tested after the last.
+
     Arguments
     ---------
     hparams : dict
@@ -305,7 +309,25 @@ def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=MoWEBrain) -> 
         ``test_results``.
     """
     skip = check_data(hparams)  # before the model: a bad manifest costs nothing
-    model = build_model(hparams)
+    hparams["model"] = build_model(hparams)
+
+    def fit(stage_hparams):
+        keys = ("train_data", "valid_data", "test_data", "invalid_rows")
+        same = all(stage_hparams.get(key) is hparams.get(key) for key in keys)
+        return _fit(stage_hparams, run_opts, brain_class, skip if same else None)
+
+    if hparams.get("stages"):
+        return run_stages(hparams, fit, _finish)
+    brain, data = fit(hparams)
+    _finish(hparams, brain, data, None)
+    return brain
+
+
+def _fit(hparams: Dict, run_opts: Dict, brain_class, skip=None) -> Tuple[MoWEBrain, ExperimentData]:
+    """Builds the Brain and the data of ``hparams``, and trains (or resumes);
+    ``skip``: what :func:`check_data` returned for them (None: check them)."""
+    skip = check_data(hparams) if skip is None else skip
+    model = hparams["model"]
     checkpointer = hparams["checkpointer"]
     checkpointer.add_recoverable("model", model)  # the trainable parameters only
     brain = brain_class(
@@ -323,11 +345,21 @@ def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=MoWEBrain) -> 
         train_loader_kwargs=data.train_loader_kwargs,
         valid_loader_kwargs=data.valid_loader_kwargs,
     )
-    for name, (dataset, kwargs) in data.tests.items():
-        brain.evaluate(dataset, name=name, min_key="loss", test_loader_kwargs=kwargs)
+    return brain, data
+
+
+def _finish(hparams: Dict, brain: MoWEBrain, data: ExperimentData, folder=None) -> None:
+    """The best checkpoint's inference folder in ``folder`` (a stage's); with
+    ``folder`` None, scores the test sets first and writes into ``output_folder``."""
+    if folder is None:
+        for name, (dataset, kwargs) in data.tests.items():
+            brain.evaluate(dataset, name=name, min_key="loss", test_loader_kwargs=kwargs)
+    else:
+        brain.checkpointer.recover_if_possible(min_key="loss")
+    model = brain.model
     run_on_main(
         write_inference_folder,
-        args=[hparams["output_folder"], brain.model],
+        args=[hparams["output_folder"] if folder is None else folder, model],
         kwargs={
             "instructions": evaluation_instructions(
                 [dataset for dataset, _ in data.tests.values()], model.tasks
@@ -335,9 +367,9 @@ def train_and_evaluate(hparams: Dict, run_opts: Dict, brain_class=MoWEBrain) -> 
             "decoding": brain.decoding,
             "precision": brain.eval_precision,
             "max_audio_seconds": window_seconds(model.mowe_encoder, durations(data.train)),
+            "stage": hparams.get("stage_name"),
         },
     )
-    return brain
 
 
 def add_recipe_folder(train_script: str) -> None:

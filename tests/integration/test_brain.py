@@ -24,6 +24,7 @@ from speechbrain_mowe.training import (  # noqa: E402
     setup_experiment,
     train_and_evaluate,
 )
+from speechbrain_mowe.training.stages import part_of  # noqa: E402
 
 YAML = RECIPES / "LibriSpeech" / "ASR" / "hparams" / "mowe.yaml"
 ANSWERS = SHORT_UTTERANCES
@@ -35,9 +36,9 @@ def corpus(tmp_path_factory):
 
 
 def _run(folder, corpus, whisper_dir, llama_dir, brain_class=MoWEBrain, test="test-clean",
-         **options):  # fmt: skip
+         yaml=YAML, **options):  # fmt: skip
     options = {"max_batch_duration": 3.0, **options}
-    argv = [str(YAML), f"--data_folder={corpus}", "--train_splits=[train-clean-100]"]
+    argv = [str(yaml), f"--data_folder={corpus}", "--train_splits=[train-clean-100]"]
     argv += [f"--valid_splits=[{test}]", f"--test_splits=[{test}]", "--lowercase=True"]
     argv += tiny_overrides(folder, whisper_dir, llama_dir, **options)
     hparams, run_opts, _ = setup_experiment(argv)
@@ -54,8 +55,10 @@ class Recording(MoWEBrain):
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         super().on_fit_batch_end(batch, outputs, loss, should_step)
+        epoch = self.hparams.epoch_counter.current
+        stage = getattr(self.hparams, "stage_name", None)
         self.steps.append(
-            (self.hparams.epoch_counter.current, list(batch.id), float(loss.detach()))
+            ((stage, epoch) if stage else epoch, list(batch.id), float(loss.detach()))
         )
 
 
@@ -186,3 +189,120 @@ def test_fused_adamw_and_gradient_checkpointing_give_the_same_losses(
     assert [loss for *_, loss in Recording.steps] == pytest.approx(
         [loss for *_, loss in plain], abs=1e-5
     )
+
+
+STAGES = """
+stages:
+    - name: adapt
+      trainable: [projector]
+      epoch_counter: !new:speechbrain.utils.epoch_loop.EpochCounter
+          limit: 1
+      lr_annealing: !new:speechbrain.nnet.schedulers.WarmAndExpDecayLRSchedule
+          lr: 0.003
+          n_warmup_steps: 2
+          total_steps: 100
+    - name: tune
+      trainable: [projector, lora, router, weak_encoders]
+      opt_class: !name:torch.optim.AdamW
+          lr: 0.001
+      epoch_counter: !new:speechbrain.utils.epoch_loop.EpochCounter
+          limit: 2
+      lr_annealing: !new:speechbrain.nnet.schedulers.WarmAndExpDecayLRSchedule
+          lr: 0.001
+          n_warmup_steps: 1
+          total_steps: 100
+"""
+
+
+@pytest.fixture(scope="module")
+def staged_yaml(tmp_path_factory):
+    path = tmp_path_factory.mktemp("yaml") / "staged.yaml"
+    text = YAML.read_text()
+    assert "\nstages: null\n" in text
+    path.write_text(text.replace("\nstages: null\n", STAGES))
+    return path
+
+
+def _stage_losses(steps, stage):
+    return [loss for (name, _), _, loss in steps if name == stage]
+
+
+def test_stages_run_in_order_and_equal_the_stages_run_one_after_the_other(
+    tmp_path, corpus, whisper_dir, llama_dir, staged_yaml
+):
+    options = {"yaml": staged_yaml, "max_batch_duration": 2.0}
+    Recording.steps = []
+    brain = _run(tmp_path / "all", corpus, whisper_dir, llama_dir, Recording, **options)
+    whole = Recording.steps
+    assert [key for key, *_ in whole][0] == ("adapt", 1) and whole[-1][0] == ("tune", 2)
+    assert len(_stage_losses(whole, "adapt")) >= 4 and len(_stage_losses(whole, "tune")) >= 8
+    # Stage 1 trained the projector only; stage 2 the rest too.
+    trained = {name: p for name, p in brain.model.named_parameters() if p.requires_grad}
+    assert any("lora_" in name for name in trained)
+    for index, name in ((1, "adapt"), (2, "tune")):
+        folder = tmp_path / "all" / "stages" / f"{index}-{name}"
+        assert "trained_in_stage: " + name in (folder / "inference.yaml").read_text()
+    assert "trained_in_stage: tune" in (tmp_path / "all" / "inference.yaml").read_text()
+    log = (tmp_path / "all" / "train_log.txt").read_text()
+    assert "stage: adapt, epoch: 1" in log and "stage: tune, epoch: 2" in log
+
+    Recording.steps = []
+    first = _run(tmp_path / "first", corpus, whisper_dir, llama_dir, Recording,
+                 run_stages="[adapt]", **options)  # fmt: skip
+    assert _stage_losses(Recording.steps, "adapt") == _stage_losses(whole, "adapt")
+    params = dict(first.model.named_parameters())
+    assert {part_of(n) for n, p in params.items() if p.requires_grad} == {"projector"}
+    lora_b = [p for n, p in params.items() if "lora_B" in n]
+    assert lora_b and all(torch.count_nonzero(p) == 0 for p in lora_b)  # as initialised
+    Recording.steps = []
+    _run(tmp_path / "second", corpus, whisper_dir, llama_dir, Recording, run_stages="[tune]",
+         init_from=tmp_path / "first" / "stages" / "1-adapt", **options)  # fmt: skip
+    assert _stage_losses(Recording.steps, "adapt") == []
+    assert _stage_losses(Recording.steps, "tune") == pytest.approx(
+        _stage_losses(whole, "tune"), abs=1e-6
+    )
+    assert read_metrics(tmp_path / "second", "test-clean").loss == pytest.approx(
+        read_metrics(tmp_path / "all", "test-clean").loss, abs=1e-6
+    )
+
+
+def test_a_run_interrupted_in_stage_2_resumes_there_with_the_same_losses(
+    tmp_path, corpus, whisper_dir, llama_dir, staged_yaml
+):
+    options = {"yaml": staged_yaml, "max_batch_duration": 2.0, "ckpt_interval_steps": 1}
+    Recording.steps = []
+    _run(tmp_path / "whole", corpus, whisper_dir, llama_dir, Recording, **options)
+    whole = Recording.steps
+    kill_after = len(_stage_losses(whole, "adapt")) + 3  # three steps into stage 2
+
+    class Killed(Recording):
+        def on_fit_batch_start(self, batch, should_step):
+            if len(Recording.steps) == kill_after:
+                raise Interrupted
+            super().on_fit_batch_start(batch, should_step)
+
+    Recording.steps = []
+    with pytest.raises(Interrupted):
+        _run(tmp_path / "resumed", corpus, whisper_dir, llama_dir, Killed, **options)
+    before = Recording.steps
+    Recording.steps = []
+    _run(tmp_path / "resumed", corpus, whisper_dir, llama_dir, Recording, **options)
+    after = Recording.steps
+    assert after[0][0][0] == "tune"  # stage 1 was not run again
+    assert [ids for _, ids, _ in before + after] == [ids for _, ids, _ in whole]
+    assert [loss for _, _, loss in after] == pytest.approx(
+        [loss for _, _, loss in whole[kill_after:]], abs=1e-6
+    )
+
+
+def test_a_stage_without_its_own_schedule_is_refused(tmp_path, corpus, whisper_dir, llama_dir):
+    yaml = tmp_path / "staged.yaml"
+    yaml.write_text(YAML.read_text().replace("\nstages: null\n", """
+stages:
+    - name: only
+      trainable: [projector]
+      epoch_counter: !new:speechbrain.utils.epoch_loop.EpochCounter
+          limit: 1
+"""))  # fmt: skip
+    with pytest.raises(ValueError, match="stage 'only' must give its own lr_annealing"):
+        _run(tmp_path / "out", corpus, whisper_dir, llama_dir, yaml=yaml)
