@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
         help="audio longer than the model reads at once: answer it in pieces cut at pauses, "
         "or refuse it (default: the model's setting)",
     )
+    parser.add_argument(
+        "--lora_scale",
+        type=float,
+        help="factor of the LoRA scale: 1 as trained, 0 the bare LLM; lower values restore "
+        "the LLM's own instruction following (default: the model's, as tested)",
+    )
     parser.add_argument("--device", help="e.g. cpu, cuda:0 (default: a GPU if there is one)")
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an error, not one line"
@@ -198,6 +204,8 @@ def _load_model(args, parser):
     try:
         run_opts = {"device": args.device} if args.device else None
         model = PretrainedAudioLLM.from_hparams(source=args.model, run_opts=run_opts)
+        if args.lora_scale is not None:
+            model.lora_scale = args.lora_scale
         if args.task and not args.instruction:
             model.instruction(args.task)  # an untrained task fails before any work
     except (FileNotFoundError, ValueError) as err:

@@ -28,6 +28,8 @@ writes into the recipe's ``output_folder``::
     precision: bf16                    # the training's eval_precision
     max_audio_seconds: 30.0            # longest audio read at once
     long_audio: refuse                 # or chunk, for longer audio
+    lora_scale: 1.0                    # factor of the LoRA scale (as tested)
+    trained_in_stage: instruction_tuning  # with training stages: the stage of the model
     model: !apply:speechbrain_mowe.families.load_family
         name: !ref <model_family>
         sources: !ref <model_sources>
@@ -148,6 +150,7 @@ def write_inference_folder(
     precision: str = "fp32",
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
     stage: Optional[str] = None,
+    lora_scale: float = 1.0,
 ) -> Optional[Path]:
     """Writes ``inference.yaml`` and ``model.ckpt``.
 
@@ -171,6 +174,8 @@ def write_inference_folder(
         policy: ``chunk`` when one of them chunks long audio, else ``refuse``.
     stage : str, optional
         The training stage that produced the model (``trained_in_stage``).
+    lora_scale : float
+        The factor of the LoRA scale inference uses (the one tested with).
 
     Returns
     -------
@@ -228,6 +233,7 @@ def write_inference_folder(
         "precision": precision,
         "max_audio_seconds": float(max_audio_seconds),
         "long_audio": long_audio,
+        "lora_scale": float(lora_scale),
     }
     if stage is not None:
         settings["trained_in_stage"] = stage

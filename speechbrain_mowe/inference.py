@@ -267,7 +267,20 @@ class PretrainedAudioLLM(Pretrained):
         if folder is not None:
             _check_folder(folder, hparams_file, kwargs.get("overrides"))
             source = str(folder)
-        return super().from_hparams(source, hparams_file=hparams_file, savedir=savedir, **kwargs)
+        model = super().from_hparams(source, hparams_file=hparams_file, savedir=savedir, **kwargs)
+        model.lora_scale = getattr(model.hparams, "lora_scale", 1.0)
+        return model
+
+    @property
+    def lora_scale(self) -> float:
+        """The factor of the LLM's LoRA scale (``inference.yaml``'s, the one the
+        model was tested with): 1 as trained, 0 the bare LLM; SALMONN lowers it
+        to restore the LLM's instruction following. Settable."""
+        return self.mods.model.llm.lora_scale
+
+    @lora_scale.setter
+    def lora_scale(self, scale: float):
+        self.mods.model.llm.lora_scale = scale
 
     @property
     def task_conditioned(self) -> bool:

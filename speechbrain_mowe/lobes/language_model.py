@@ -24,7 +24,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from speechbrain_mowe.checkpointing import TrainableStateMixin
-from speechbrain_mowe.lobes.sequence import splice, to_absolute
+from speechbrain_mowe.lobes.prompt_aware import BranchScaler, PromptAwareLoRAWeights
+from speechbrain_mowe.lobes.sequence import length_mask, splice, to_absolute
 
 IGNORE_INDEX = -100
 #: Token ids with SpeechBrain relative lengths: ``(ids [b, t], lens [b])``.
@@ -126,6 +127,13 @@ class LanguageModel(TrainableStateMixin, nn.Module):
         Recompute each decoder layer's activations in the backward pass instead
         of keeping them (transformers' gradient checkpointing, non-reentrant):
         less memory for about one more forward pass; the same loss and gradients.
+    prompt_aware_lora : bool
+        WavLLM's prompt-aware LoRA: an adapter (``prompt_adapter``,
+        :class:`~speechbrain_mowe.lobes.prompt_aware.PromptAwareLoRAWeights`)
+        reads the mean embedding of each example's prompt and weights each LoRA
+        branch for that example; it starts at weight 1 (plain LoRA).
+    prompt_adapter_dim : int
+        Hidden width of that adapter.
 
     Example
     -------
@@ -158,6 +166,8 @@ class LanguageModel(TrainableStateMixin, nn.Module):
         answer_logits_only: bool = True,
         attn_implementation: Optional[str] = None,
         gradient_checkpointing: bool = False,
+        prompt_aware_lora: bool = False,
+        prompt_adapter_dim: int = 64,
     ):
         super().__init__()
         self.source = source
@@ -208,6 +218,57 @@ class LanguageModel(TrainableStateMixin, nn.Module):
             if not freeze_llm:
                 model.requires_grad_(True)
         self.model = model
+        self._lora_scale = 1.0
+        self.prompt_adapter = None
+        if prompt_aware_lora:
+            branches = [layer.lora_B["default"] for layer in self._lora_layers()]
+            if not branches:
+                raise ValueError("prompt_aware_lora needs LoRA adapters (lora_rank > 0)")
+            self.prompt_adapter = PromptAwareLoRAWeights(
+                self.embedding_dim, len(branches), prompt_adapter_dim
+            )
+            self._branch_scaler = BranchScaler(branches)
+
+    def _lora_layers(self) -> List[nn.Module]:
+        from peft.tuners.lora import LoraLayer
+
+        return [m for m in self.model.modules() if isinstance(m, LoraLayer) and m.lora_B]
+
+    @property
+    def lora_scale(self) -> float:
+        """The factor of every LoRA branch's scale ``alpha / rank`` (1 as trained).
+
+        SALMONN lowers it at test time to restore the LLM's instruction
+        following; 0 gives the bare LLM's outputs.
+        """
+        return self._lora_scale
+
+    @lora_scale.setter
+    def lora_scale(self, scale: float):
+        layers = self._lora_layers()
+        if not layers and scale != 1:
+            raise ValueError(f"this LLM has no LoRA adapters to scale (lora_scale={scale})")
+        for layer in layers:
+            for adapter in layer.lora_B:
+                layer.set_scale(adapter, float(scale))
+        self._lora_scale = float(scale)
+
+    def prompt_embedding(self, prefix: Tokens, suffix: Tokens) -> torch.Tensor:
+        """``[b, d]`` mean input embedding of each example's prompt tokens (the
+        chat-templated instruction around the audio), in float32."""
+        embed = self.model.get_input_embeddings()
+        total, count = 0.0, 0.0
+        for ids, lens in (prefix, suffix):
+            ids = ids.to(embed.weight.device)
+            valid = length_mask(to_absolute(lens, ids.shape[1]).to(ids.device), ids.shape[1])
+            total = total + (embed(ids).float() * valid[..., None]).sum(1)
+            count = count + valid.sum(1, keepdim=True)
+        return total / count.clamp(min=1)
+
+    def _weigh_branches(self, prefix: Tokens, suffix: Tokens) -> None:
+        """Gives the prompt-aware LoRA weights of these prompts to the branches."""
+        if self.prompt_adapter is not None:
+            self._branch_scaler.use(self.prompt_adapter(self.prompt_embedding(prefix, suffix)))
 
     @property
     def embedding_dim(self) -> int:
@@ -329,6 +390,9 @@ class LanguageModel(TrainableStateMixin, nn.Module):
             :meth:`tokenize_prompts` and :meth:`tokenize_answers` (or
             SpeechBrain's ``PaddedBatch``).
         """
+        # The weights stay set after the forward: gradient checkpointing runs
+        # the layers again in the backward.
+        self._weigh_branches(prefix, suffix)
         if not (self.answer_logits_only and self._keeps_some_logits):
             embeds, mask, positions, labels = self._assemble(
                 audio_embeds, audio_lens, prefix, suffix, answer, left_pad=False
@@ -386,6 +450,7 @@ class LanguageModel(TrainableStateMixin, nn.Module):
         list of list of int
             The answer tokens of each example, without the end token.
         """
+        self._weigh_branches(prefix, suffix)
         embeds, mask, _, _ = self._assemble(
             audio_embeds, audio_lens, prefix, suffix, None, left_pad=True
         )

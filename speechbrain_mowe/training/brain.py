@@ -93,7 +93,11 @@ class MoWEBrain(sb.Brain):
       (:class:`~speechbrain_mowe.training.FeatureCache`), also in memory when
       ``feature_cache_in_memory``;
     - ``lr_annealing``: a SpeechBrain scheduler called with the optimizer
-      after each optimizer step.
+      after each optimizer step;
+    - ``test_lora_scale``: the factor of the LoRA scale when testing
+      (default 1; see :attr:`~speechbrain_mowe.lobes.LanguageModel.lora_scale`);
+    - ``stage_name``: the training stage, named in the log
+      (:mod:`~speechbrain_mowe.training.stages`).
 
     See ``recipes/*/train.py`` and :func:`speechbrain_mowe.training.train_and_evaluate`.
     """
@@ -330,6 +334,8 @@ class MoWEBrain(sb.Brain):
                 self.finite_in_window = 0
         else:
             self.evaluation = Evaluation(self.model.experts, self._decode_now(stage, epoch))
+        if stage == sb.Stage.TEST:
+            self.model.llm.lora_scale = getattr(self.hparams, "test_lora_scale", 1.0)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs the epoch; scores the evaluation (and checkpoints after validation)."""

@@ -368,6 +368,7 @@ def _finish(hparams: Dict, brain: MoWEBrain, data: ExperimentData, folder=None) 
             "precision": brain.eval_precision,
             "max_audio_seconds": window_seconds(model.mowe_encoder, durations(data.train)),
             "stage": hparams.get("stage_name"),
+            "lora_scale": model.llm.lora_scale,
         },
     )
 

@@ -77,6 +77,7 @@ PARTS: Dict[str, Callable[[str], bool]] = {
         )
     ),  # fmt: skip
     "lora": lambda name: _in_llm(name, lora=True),
+    "prompt_adapter": lambda name: name.startswith("llm.prompt_adapter."),  # WavLLM's
     "llm": lambda name: _in_llm(name, lora=False),
 }
 

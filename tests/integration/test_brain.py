@@ -84,8 +84,11 @@ def test_tiny_model_overfits_and_greedy_decoding_reproduces_answers(
     assert result.metric(train, "asr", "WER") == 0.0, result
 
 
-def test_resumed_run_repeats_the_uninterrupted_losses(tmp_path, corpus, whisper_dir, llama_dir):
-    options = {"number_of_epochs": 2, "max_batch_duration": 2.0, "ckpt_interval_steps": 1}
+@pytest.mark.parametrize("settings", ["{}", "{prompt_aware_lora: True}"])
+def test_resumed_run_repeats_the_uninterrupted_losses(tmp_path, corpus, whisper_dir, llama_dir,
+                                                      settings):  # fmt: skip
+    options = {"number_of_epochs": 2, "max_batch_duration": 2.0, "ckpt_interval_steps": 1,
+               "model_settings": settings}  # fmt: skip
     Recording.steps = []
     _run(tmp_path / "whole", corpus, whisper_dir, llama_dir, Recording, **options)
     whole = Recording.steps
@@ -306,3 +309,14 @@ stages:
 """))  # fmt: skip
     with pytest.raises(ValueError, match="stage 'only' must give its own lr_annealing"):
         _run(tmp_path / "out", corpus, whisper_dir, llama_dir, yaml=yaml)
+
+
+def test_the_test_lora_scale_is_tested_and_kept_for_inference(tmp_path, corpus, whisper_dir,
+                                                              llama_dir):  # fmt: skip
+    _run(tmp_path / "plain", corpus, whisper_dir, llama_dir, number_of_epochs=1)
+    halved = _run(tmp_path / "halved", corpus, whisper_dir, llama_dir, number_of_epochs=1,
+                  test_lora_scale=0.5)  # fmt: skip
+    assert halved.model.llm.lora_scale == 0.5
+    assert "lora_scale: 0.5" in (tmp_path / "halved" / "inference.yaml").read_text()
+    losses = [read_metrics(tmp_path / name, "test-clean").loss for name in ("plain", "halved")]
+    assert losses[0] != pytest.approx(losses[1], abs=1e-6)

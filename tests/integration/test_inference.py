@@ -349,3 +349,21 @@ def test_python_m_help():
         [sys.executable, "-m", "speechbrain_mowe", "--help"], capture_output=True, text=True
     )
     assert done.returncode == 0 and "--long_audio" in done.stdout
+
+
+def test_lora_scale_is_the_tested_one_and_set_by_the_api_and_the_command_line(run, tmp_path):
+    out, corpora = run
+    assert "lora_scale: 1.0" in (out / "inference.yaml").read_text()
+    manifest = out / "manifests" / "iemocap" / "fold_2" / "test.csv"
+    argv = [str(out), "--manifest", str(manifest), "--data_root", str(corpora["iemocap"])]
+    assert main(argv + ["--output", str(tmp_path / "zero.jsonl"), "--lora_scale", "0"]) == 0
+    bare = PretrainedAudioLLM.from_hparams(source=out)
+    assert bare.lora_scale == 1.0
+    bare.lora_scale = 0.0
+    assert bare.mods.model.llm.lora_scale == 0.0
+    rows = list(_rows(run, "iemocap").values())
+    wavs, lens = batch_pad_right([load_audio(row["wav"]) for row in rows])
+    answers = bare.generate_batch(wavs, lens, [r["instruction"] for r in rows], "er")
+    expected = dict(zip(_rows(run, "iemocap"), answers))
+    assert {r["id"]: r["answer"] for r in _records(tmp_path / "zero.jsonl")} == expected
+    assert expected != _hypotheses(out, "iemocap")  # the trained LoRA's answers

@@ -201,7 +201,8 @@ def test_widths_and_dtype_are_overridable(sources):
         {key: sources[key] for key in ("whisper_source", "beats_checkpoint", "llm_source")},
         ("asr", "ast", "er", "aac"),
         {"weak_dim": 16, "qformer_dim": 32, "qformer_heads": 4, "llm_dtype": "float32",
-         "long_audio": "refuse", "attn_implementation": None, "gradient_checkpointing": False},
+         "long_audio": "refuse", "attn_implementation": None, "gradient_checkpointing": False,
+         "prompt_aware_lora": False},
     )  # fmt: skip
 
 
@@ -212,7 +213,7 @@ def test_tasks_set_the_router_and_unknown_settings_are_named(sources):
     assert model.mowe_encoder.router.top_k == 2
     with pytest.raises(ValueError, match="'base_only' has no setting 'top_k'; its settings are: "
                                          "tasks, llm_dtype, long_audio, attn_implementation, "
-                                         "gradient_checkpointing"):  # fmt: skip
+                                         "gradient_checkpointing, prompt_aware_lora"):  # fmt: skip
         load_family("base_only", sources, top_k=2)
     with pytest.raises(ValueError, match="has no setting 'router'"):  # an object, not a setting
         load_family("mowe_paper", sources, router=None)

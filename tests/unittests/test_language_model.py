@@ -269,3 +269,104 @@ def test_pipeline_gradients_reach_trainable_parts_only(whisper_dir, llama_dir):
     assert all(p.grad is not None for p in projector.parameters())
     for name, param in llm.named_parameters():
         assert (param.grad is not None) == ("lora_" in name), name
+
+
+def _batch(llm, instructions, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    audio = torch.randn(len(instructions), 6, llm.embedding_dim, generator=gen)
+    lens = torch.linspace(1.0, 0.5, len(instructions))
+    prefix, suffix = llm.tokenize_prompts(instructions)
+    return audio, lens, prefix, suffix
+
+
+def _logits_and_tokens(llm, instructions, answers):
+    audio, lens, prefix, suffix = _batch(llm, instructions)
+    with torch.no_grad():
+        out = llm(audio, lens, prefix, suffix, llm.tokenize_answers(answers))
+    tokens = llm.generate(audio, lens, prefix, suffix, max_new_tokens=6, num_beams=1)
+    return out.logits, tokens
+
+
+def test_lora_scale_one_is_unchanged_and_zero_is_the_bare_llm(llama_dir):
+    instructions, answers = INSTRUCTIONS[:3], ["one two", "eins", "a bird sings"]
+    llm = LanguageModel(llama_dir, lora_rank=4, lora_dropout=0.0).eval()
+    _randomise_lora(llm)
+    trained = _logits_and_tokens(llm, instructions, answers)
+    bare = _logits_and_tokens(LanguageModel(llama_dir, lora_rank=0).eval(), instructions, answers)
+    assert not torch.allclose(trained[0], bare[0], atol=1e-3)
+    llm.lora_scale = 0.0
+    scaled_to_zero = _logits_and_tokens(llm, instructions, answers)
+    assert torch.equal(scaled_to_zero[0], bare[0]) and scaled_to_zero[1] == bare[1]
+    llm.lora_scale = 0.5
+    half = _logits_and_tokens(llm, instructions, answers)[0]
+    assert not torch.allclose(half, trained[0], atol=1e-4)
+    llm.lora_scale = 1.0
+    again = _logits_and_tokens(llm, instructions, answers)
+    assert torch.equal(again[0], trained[0]) and again[1] == trained[1]
+    with pytest.raises(ValueError, match="no LoRA adapters to scale"):
+        LanguageModel(llama_dir, lora_rank=0).lora_scale = 0.5
+
+
+def _prompt_aware(llama_dir, seed=0, **options):
+    llm = LanguageModel(llama_dir, lora_rank=4, lora_dropout=0.0, prompt_aware_lora=True,
+                        **options).eval()  # fmt: skip
+    _randomise_lora(llm)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # a trained adapter: weights away from 1
+        for param in llm.prompt_adapter.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen))
+    return llm
+
+
+def test_prompt_aware_lora_starts_as_plain_lora(llama_dir):
+    instructions, answers = INSTRUCTIONS[:2], ["one two", "eins"]
+    torch.manual_seed(0)
+    plain = LanguageModel(llama_dir, lora_rank=4, lora_dropout=0.0).eval()
+    torch.manual_seed(0)
+    aware = LanguageModel(llama_dir, lora_rank=4, lora_dropout=0.0, prompt_aware_lora=True).eval()
+    _randomise_lora(plain)
+    _randomise_lora(aware)
+    expected = _logits_and_tokens(plain, instructions, answers)
+    got = _logits_and_tokens(aware, instructions, answers)
+    torch.testing.assert_close(got[0], expected[0], atol=1e-6, rtol=0)
+    assert got[1] == expected[1]
+    # 2 LoRA branches (q, v) per layer, weighted per example by a trainable adapter.
+    layers = aware.model.get_base_model().config.num_hidden_layers
+    assert aware.prompt_adapter.net[-1].out_features == 2 * layers
+    assert {n.split(".")[0] for n, p in aware.named_parameters() if p.requires_grad} == {
+        "model", "prompt_adapter"
+    }  # fmt: skip
+    assert any(n.startswith("prompt_adapter.") for n in aware.trainable_state_dict())
+
+
+def test_prompt_aware_lora_weights_branches_per_example_and_keeps_batch_invariance(llama_dir):
+    llm = _prompt_aware(llama_dir)
+    instructions = INSTRUCTIONS[:4]
+    answers = ["one two", "eins zwei", "a bird", "happy"]
+    weights = llm.prompt_adapter(llm.prompt_embedding(*llm.tokenize_prompts(instructions)))
+    assert weights.shape[0] == 4 and not torch.allclose(weights[0], weights[1], atol=1e-3)
+    batched = _logits_and_tokens(llm, instructions, answers)
+    audio, lens, prefix, suffix = _batch(llm, instructions)
+    beams = llm.generate(audio, lens, prefix, suffix, max_new_tokens=4, num_beams=2)
+    for i in range(len(instructions)):
+        one = [audio[i : i + 1], lens[i : i + 1]]
+        one += [(ids[i : i + 1], rel[i : i + 1]) for ids, rel in (prefix, suffix)]
+        with torch.no_grad():
+            alone = llm(*one, llm.tokenize_answers(answers[i : i + 1]))
+        kept = alone.logits.shape[1]  # its own answer's positions: the batch's last ones
+        torch.testing.assert_close(alone.logits[0], batched[0][i, -kept:], atol=1e-5, rtol=1e-5)
+        assert llm.generate(*one, max_new_tokens=6, num_beams=1)[0] == batched[1][i]
+        assert llm.generate(*one, max_new_tokens=4, num_beams=2)[0] == beams[i]
+
+
+def test_prompt_aware_lora_trains_with_gradient_checkpointing(llama_dir):
+    grads = {}
+    for checkpointing in (False, True):
+        llm = _prompt_aware(llama_dir, gradient_checkpointing=checkpointing).train()
+        audio, lens, prefix, suffix = _batch(llm, INSTRUCTIONS[:2])
+        answer = llm.tokenize_answers(["a", "b"])
+        _mean_loss(llm(audio, lens, prefix, suffix, answer)).backward()
+        grads[checkpointing] = [p.grad for p in llm.prompt_adapter.parameters()]
+    assert all(g.abs().sum() > 0 for g in grads[False])
+    for plain, recomputed in zip(grads[False], grads[True]):
+        torch.testing.assert_close(recomputed, plain, atol=1e-6, rtol=1e-5)
