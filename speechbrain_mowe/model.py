@@ -183,16 +183,25 @@ class MoWEAudioLLM(TrainableStateMixin, nn.Module):
         task_ids: Optional[torch.Tensor] = None,
         base_output: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
         weak_outputs: Optional[Sequence[Optional[Tuple[torch.Tensor, torch.Tensor]]]] = None,
+        prompt: Optional[Tuple[Tokens, Tokens]] = None,
     ) -> AudioEmbeddings:
         """The MoWE encoder, then the projector.
 
         The arguments are those of :meth:`MoWEEncoder.forward
         <speechbrain_mowe.lobes.MoWEEncoder.forward>`; ``task_ids`` come from
-        :meth:`task_ids`.
+        :meth:`task_ids`; ``prompt``, the ``(prefix, suffix)`` tokens, gives a
+        router that reads the instruction its embedding.
         """
         if task_ids is not None:
             task_ids = task_ids.to(wavs.device)
-        encoded = self.mowe_encoder(wavs, wav_lens, task_ids, base_output, weak_outputs)
+        instruction = None
+        if self.mowe_encoder.reads_instruction:
+            if prompt is None:
+                raise ValueError("this model's router reads the instruction: pass prompt=")
+            instruction = self.llm.prompt_embedding(*prompt).to(wavs.device)
+        encoded = self.mowe_encoder(
+            wavs, wav_lens, task_ids, base_output, weak_outputs, instruction
+        )
         embeds, lens = self.projector(encoded.feats, encoded.lens)
         return AudioEmbeddings(encoded, embeds, lens)
 
@@ -220,7 +229,9 @@ class MoWEAudioLLM(TrainableStateMixin, nn.Module):
             Token ids with relative lengths (see
             :meth:`~speechbrain_mowe.lobes.LanguageModel.tokenize_prompts`).
         """
-        audio = self.encode_audio(wavs, wav_lens, task_ids, base_output, weak_outputs)
+        audio = self.encode_audio(
+            wavs, wav_lens, task_ids, base_output, weak_outputs, (prefix, suffix)
+        )
         out = self.llm(audio.embeds, audio.lens, prefix, suffix, answer)
         with torch.autocast(out.logits.device.type, enabled=False):
             sums, tokens = answer_token_losses(out.logits, out.labels)
@@ -265,5 +276,5 @@ class MoWEAudioLLM(TrainableStateMixin, nn.Module):
         An example's answer does not depend on the rest of its batch.
         """
         prefix, suffix = self.llm.tokenize_prompts(instructions)
-        audio = self.encode_audio(wavs, wav_lens, task_ids)
+        audio = self.encode_audio(wavs, wav_lens, task_ids, prompt=(prefix, suffix))
         return self.generate(audio, prefix, suffix, decoding)

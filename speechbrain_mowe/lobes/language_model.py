@@ -46,6 +46,22 @@ class LanguageModelOutput(NamedTuple):
     labels: torch.Tensor
 
 
+def embedding_width(source: str) -> int:
+    """The embedding width of the causal LM at ``source``, from its config alone
+    (for YAML that sizes a module before the LLM is built).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain_mowe.tiny import make_tiny_llm
+    >>> embedding_width(make_tiny_llm(tempfile.mkdtemp(), hidden_size=48))
+    48
+    """
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(source).hidden_size
+
+
 def answer_token_losses(
     logits: torch.Tensor, labels: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -146,6 +146,11 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
         return self.num_experts if self.weak_fusion == "concat" else 1
 
     @property
+    def reads_instruction(self) -> bool:
+        """Whether the router reads the instruction's embedding."""
+        return self.router is not None and self.router.reads_instruction
+
+    @property
     def frame_rate(self) -> float:
         """Frames per second of the fused features (the base's)."""
         return self.base.frame_rate
@@ -169,6 +174,7 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
         task_ids: Optional[torch.Tensor] = None,
         base_output: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
         weak_outputs: Optional[Sequence[Optional[Tuple[torch.Tensor, torch.Tensor]]]] = None,
+        instruction: Optional[torch.Tensor] = None,
     ) -> MoWEOutput:
         """Encodes a batch.
 
@@ -188,6 +194,9 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
         weak_outputs : sequence, optional
             Per expert, its ``(feats, lens)`` for the whole batch computed
             earlier, or None to run it; only frozen experts may be given so.
+        instruction : torch.Tensor, optional
+            ``[b, d_llm]`` embedding of each example's instruction, for a
+            router that reads it (:attr:`reads_instruction`).
         """
         batch = wavs.shape[0]
         if wav_lens is None:
@@ -210,7 +219,8 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
             gates = base_feats.new_ones(batch, self.num_experts)
             selected = gates.bool()
         else:
-            routing = self.router(masked_mean(base_feats, base_frames), task_ids, batch)
+            summary = masked_mean(base_feats, base_frames)
+            routing = self.router(summary, task_ids, batch, instruction=instruction)
             gates = routing.gates
             selected = torch.zeros_like(gates, dtype=torch.bool).scatter(1, routing.experts, True)
         weak = base_feats.new_zeros(batch, base_feats.shape[1], self._weak_blocks, self.weak_dim)

@@ -103,11 +103,16 @@ class Router(nn.Module, abc.ABC):
     ) -> torch.Tensor:
         """Router logits ``[b, e]``."""
 
+    #: Whether the router reads the instruction's embedding (``logits`` then
+    #: takes it as a fourth argument).
+    reads_instruction = False
+
     def forward(
         self,
         summary: Optional[torch.Tensor] = None,
         task_ids: Optional[torch.Tensor] = None,
         batch: Optional[int] = None,
+        instruction: Optional[torch.Tensor] = None,
     ) -> Routing:
         """Routes a batch.
 
@@ -118,14 +123,20 @@ class Router(nn.Module, abc.ABC):
         task_ids : torch.Tensor, optional
             ``[b]`` task indices (task-conditioned routers).
         batch : int, optional
-            Batch size when neither tensor is given.
+            Batch size when no tensor is given.
+        instruction : torch.Tensor, optional
+            ``[b, d_llm]`` embedding of each example's instruction (routers
+            that read it: :attr:`reads_instruction`).
         """
         if batch is None:
-            given = summary if summary is not None else task_ids
+            given = next((t for t in (summary, task_ids, instruction) if t is not None), None)
             if given is None:
-                raise ValueError("pass summary, task_ids or batch to the router")
+                raise ValueError("pass summary, task_ids, instruction or batch to the router")
             batch = given.shape[0]
-        logits = self.logits(summary, task_ids, batch).float()
+        if self.reads_instruction:
+            logits = self.logits(summary, task_ids, batch, instruction).float()
+        else:
+            logits = self.logits(summary, task_ids, batch).float()
         probs = logits.softmax(-1)
         if self.training and self.noise_std > 0:
             logits = logits + torch.randn_like(logits) * self.noise_std
@@ -240,8 +251,69 @@ class HybridRouter(Router):
         )
 
 
+class InstructionRouter(Router):
+    """Logits from the embedding of the instruction, optionally plus the audio's.
+
+    The prompt-aware choice of encoders of PaM (arXiv 2502.15178): the router
+    reads what is asked (the mean input embedding of the chat-templated
+    instruction, :meth:`~speechbrain_mowe.lobes.LanguageModel.prompt_embedding`)
+    instead of a task id, so a free-form instruction needs no task at
+    inference, and paraphrases of an instruction, whose embeddings are close,
+    route like it.
+
+    Arguments
+    ---------
+    instruction_dim : int
+        Width of the instruction embedding (the LLM's).
+    num_experts : int
+        Size of the pool.
+    audio_dim : int, optional
+        With it, a data-dependent term on the pooled base features is added
+        (:class:`DataDependentRouter`).
+    hidden_dim : int, optional
+        Hidden width of two-layer MLPs; single linear layers when None.
+    **kwargs
+        See :class:`Router`.
+
+    Example
+    -------
+    >>> router = InstructionRouter(16, 3, audio_dim=8, top_k=1)
+    >>> router(torch.randn(2, 8), instruction=torch.randn(2, 16)).experts.shape
+    torch.Size([2, 1])
+    """
+
+    reads_instruction = True
+
+    def __init__(
+        self,
+        instruction_dim: int,
+        num_experts: int,
+        audio_dim: Optional[int] = None,
+        hidden_dim: Optional[int] = None,
+        **kwargs,
+    ):
+        super().__init__(num_experts, **kwargs)
+        self.norm = nn.LayerNorm(instruction_dim)
+        self.instruction = DataDependentRouter(instruction_dim, num_experts, hidden_dim=hidden_dim)
+        self.dependent = (
+            None if audio_dim is None
+            else DataDependentRouter(audio_dim, num_experts, hidden_dim=hidden_dim)
+        )  # fmt: skip
+
+    def logits(self, summary, task_ids, batch, instruction=None):
+        """Of the instruction (and of the audio summary)."""
+        if instruction is None:
+            raise ValueError("InstructionRouter needs the instruction's embedding (instruction=)")
+        instruction = self.norm(instruction.to(self.norm.weight.dtype))
+        logits = self.instruction.logits(instruction, task_ids, batch)
+        if self.dependent is not None:
+            logits = logits + self.dependent.logits(summary, task_ids, batch)
+        return logits
+
+
 #: The routers :func:`build_router` makes, by name (``none``: every expert, gate 1).
-ROUTER_KINDS = ("none", "independent", "dependent", "hybrid")
+ROUTER_KINDS = ("none", "independent", "dependent", "hybrid", "instruction",
+                "instruction_dependent")  # fmt: skip
 
 
 def build_router(
@@ -250,6 +322,7 @@ def build_router(
     num_experts: int,
     num_tasks: int = 1,
     hidden_dim: Optional[int] = None,
+    instruction_dim: Optional[int] = None,
     **kwargs,
 ) -> Optional[Router]:
     """A router chosen by name, for YAML that compares routers with one setting.
@@ -258,9 +331,15 @@ def build_router(
     ---------
     kind : str
         ``independent`` (per task), ``dependent`` (on the base features),
-        ``hybrid`` (both) or ``none`` (None: every expert runs with gate 1).
+        ``hybrid`` (both), ``instruction`` (on the instruction's embedding),
+        ``instruction_dependent`` (on both the instruction and the base
+        features) or ``none`` (None: every expert runs with gate 1).
     input_dim, num_experts, num_tasks, hidden_dim
         As the routers take them (each uses those it needs).
+    instruction_dim : int, optional
+        Width of the instruction embedding (the LLM's; see
+        :func:`~speechbrain_mowe.lobes.language_model.embedding_width`), for
+        the ``instruction`` kinds.
     **kwargs
         See :class:`Router`.
 
@@ -270,10 +349,10 @@ def build_router(
     'HybridRouter'
     >>> build_router("none", 8, 3) is None
     True
-    >>> build_router("learned", 8, 3)
+    >>> build_router("learned", 8, 3)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
      ...
-    ValueError: Unknown router 'learned'; the routers are none, independent, dependent, hybrid
+    ValueError: Unknown router 'learned'; the routers are none, independent, dependent, hybrid, ...
     """
     if kind == "none":
         return None
@@ -283,4 +362,9 @@ def build_router(
         return DataDependentRouter(input_dim, num_experts, hidden_dim=hidden_dim, **kwargs)
     if kind == "hybrid":
         return HybridRouter(input_dim, num_experts, num_tasks, hidden_dim=hidden_dim, **kwargs)
+    if kind in ("instruction", "instruction_dependent"):
+        if instruction_dim is None:
+            raise ValueError(f"router '{kind}' needs instruction_dim (the LLM's width)")
+        audio_dim = input_dim if kind == "instruction_dependent" else None
+        return InstructionRouter(instruction_dim, num_experts, audio_dim, hidden_dim, **kwargs)
     raise ValueError(f"Unknown router '{kind}'; the routers are {', '.join(ROUTER_KINDS)}")

@@ -10,6 +10,7 @@ from speechbrain_mowe.lobes import (
     FrameStackProjector,
     HuBERTEncoder,
     HybridRouter,
+    InstructionRouter,
     MoWEEncoder,
     SequenceCNNProjector,
     TinyConvEncoder,
@@ -19,7 +20,7 @@ from speechbrain_mowe.lobes import (
     build_encoder,
     save_encoder,
 )
-from speechbrain_mowe.model import MoWEAudioLLM
+from speechbrain_mowe.model import Decoding, MoWEAudioLLM
 from speechbrain_mowe.tiny import make_tiny_beats, make_tiny_ssl, make_tiny_whisper
 
 FAMILIES = ["base_only", "mowe_paper", "salmonn_like", "wavllm_like"]
@@ -299,3 +300,19 @@ def test_conv_family_refuses_a_file_that_is_not_an_encoder(tmp_path, llama_dir):
             "conv_mowe",
             {"base_checkpoint": str(tmp_path / "missing.ckpt"), "llm_source": llama_dir},
         )
+
+
+@pytest.mark.parametrize("kind", ["instruction", "instruction_dependent"])
+def test_whisper_mowe_routes_by_the_instruction(conv_sources, whisper_dir, tmp_path, kind):
+    sources = {"whisper_source": whisper_dir, "llm_source": conv_sources[0]["llm_source"]}
+    for name in ("prosody", "events"):
+        sources[f"{name}_checkpoint"] = str(tmp_path / f"{name}.ckpt")
+        save_encoder(sources[f"{name}_checkpoint"], build_encoder("tiny_conv"), "tiny_conv")
+    model = load_family("whisper_mowe", sources, router_kind=kind).eval()
+    router = model.mowe_encoder.router
+    assert type(router) is InstructionRouter and model.mowe_encoder.reads_instruction
+    assert (router.dependent is not None) == (kind == "instruction_dependent")
+    wavs, lens = torch.randn(2, 16000) * 0.1, torch.tensor([1.0, 0.6])
+    answers = model.answer(wavs, lens, ["transcribe the audio .", "describe the sound ."],
+                           decoding=Decoding(max_new_tokens=2))  # no task ids  # fmt: skip
+    assert len(answers) == 2
