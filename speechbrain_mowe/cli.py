@@ -6,6 +6,10 @@
     speechbrain-mowe MODEL_FOLDER --manifest test.csv --data_root /data --output out.jsonl
     speechbrain-mowe MODEL_FOLDER --instruction "Describe the audio." --task aac \\
         --manifest test.csv --data_root /data --output out.jsonl
+    speechbrain-mowe MODEL_FOLDER --lora_scale 0.5 --task asr a.wav --output out.jsonl
+    speechbrain-mowe MODEL_FOLDER --export_merged MERGED_FOLDER   # LoRA merged in
+    speechbrain-mowe MODEL_FOLDER --benchmark mmau --manifest mmau-test-mini.json \\
+        --data_root /data/mmau --output answers.jsonl --benchmark_output mmau_predictions.json
 
 Each input gets one line ``{"id", "wav", "task", "instruction", "answer"}``
 (the id is the manifest's ``ID`` or the file path). The output is appended
@@ -15,7 +19,10 @@ last line cut short by the interruption is removed (with a warning) and
 redone. A file that cannot be read, or is too long under
 ``--long_audio refuse``, gets ``{"id", "wav", "error"}`` instead; the run goes
 on, ends with a non-zero exit status, and the next run tries it again.
-Readers should take the last line of each id.
+Readers should take the last line of each id. With ``--benchmark``, the
+manifest is a harness's item file (AudioBench, AIR-Bench, MMAU; see
+:mod:`speechbrain_mowe.benchmark_formats`) and, once every item is answered,
+its predictions file is written too.
 """
 
 import argparse
@@ -66,8 +73,21 @@ def _parser() -> argparse.ArgumentParser:
         help="a CSV manifest (ID, wav, task, instruction columns); without --task each row's "
         "task and instruction are used",
     )
+    parser.add_argument(
+        "--benchmark",
+        choices=("audiobench", "airbench", "mmau"),
+        help="--manifest is this harness's item file (audio under --data_root); the answers "
+        "are also written in its format to --benchmark_output once every item is answered",
+    )
+    parser.add_argument("--benchmark_output", help="the harness's predictions file")
     parser.add_argument("--data_root", help="what $data_root stands for in the manifest")
-    parser.add_argument("--output", required=True, help="JSON lines file, appended to")
+    parser.add_argument("--output", help="JSON lines file, appended to")
+    parser.add_argument(
+        "--export_merged",
+        metavar="FOLDER",
+        help="write a copy of the model with its LoRA merged into the LLM (faster decoding, "
+        "the same answers) into FOLDER, and exit",
+    )
     parser.add_argument("--batch_size", type=int, default=8, help="inputs per batch (default 8)")
     parser.add_argument(
         "--long_audio",
@@ -88,9 +108,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _benchmark_items(args, parser):
+    """The harness's items of ``--manifest``, or an exit naming what is wrong."""
+    from speechbrain_mowe.benchmark_formats import benchmark_format
+
+    if not (args.manifest and args.benchmark_output):
+        parser.error("--benchmark needs --manifest (its item file) and --benchmark_output")
+    try:
+        return benchmark_format(args.benchmark).read(
+            args.manifest, args.data_root or Path(args.manifest).parent
+        )
+    except (OSError, ValueError) as err:
+        parser.exit(2, f"{parser.prog}: error: {one_line(err)}\n")
+
+
 def _requests(args, parser) -> List[Request]:
     if bool(args.files) == bool(args.manifest):
         parser.error("give audio files or --manifest (one of them)")
+    if args.benchmark:
+        items = _benchmark_items(args, parser)
+        return [Request(item.id, item.wav, args.task, item.instruction) for item in items]
     if args.manifest:
         from speechbrain_mowe.dataio import check_columns, load_manifest
 
@@ -213,6 +250,33 @@ def _load_model(args, parser):
     return model
 
 
+def _write_benchmark(args, parser, output: Path) -> None:
+    """The harness's predictions file, from the last answer of each item in ``output``."""
+    from speechbrain_mowe.benchmark_formats import benchmark_format
+
+    answers = {}
+    for line in output.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if "answer" in record:
+            answers[record["id"]] = record["answer"]
+    items = _benchmark_items(args, parser)
+    path = benchmark_format(args.benchmark).write(
+        args.benchmark_output, items, [answers[item.id] for item in items]
+    )
+    logger.info("%s predictions written to %s", args.benchmark, path)
+
+
+def _export_merged(args, parser) -> int:
+    from speechbrain_mowe.deployment import export_merged
+
+    try:
+        path = export_merged(args.model, args.export_merged)
+    except (FileNotFoundError, ValueError) as err:
+        parser.exit(2, f"{parser.prog}: error: {one_line(err)}\n")
+    logger.info("Merged model written to %s", path.parent)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line; returns the exit status (1 if any input failed).
 
@@ -226,6 +290,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_intermixed_args(argv)
     if args.debug:
         os.environ[DEBUG_VARIABLE] = "1"
+    if args.export_merged:
+        return _export_merged(args, parser)
+    if args.output is None:
+        parser.error("the following arguments are required: --output")
     if args.batch_size < 1:
         parser.error("--batch_size must be at least 1")
     requests = _requests(args, parser)
@@ -257,6 +325,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"{len(pending) - errors} answered, {skipped} skipped (already in {output}), "
         f"{errors} failed"
     )
+    if args.benchmark and not errors:
+        _write_benchmark(args, parser, output)
     if errors:
         logger.error(
             '%s: see the lines with an "error" in %s; run again to retry them', summary, output

@@ -29,12 +29,14 @@ writes into the recipe's ``output_folder``::
     max_audio_seconds: 30.0            # longest audio read at once
     long_audio: refuse                 # or chunk, for longer audio
     lora_scale: 1.0                    # factor of the LoRA scale (as tested)
+    merged_lora: False                 # True: llm_source holds the LoRA merged in
     trained_in_stage: instruction_tuning  # with training stages: the stage of the model
     model: !apply:speechbrain_mowe.families.load_family
         name: !ref <model_family>
         sources: !ref <model_sources>
         tasks: !ref <tasks>
         settings: !ref <model_settings>
+        merged_lora: !ref <merged_lora>
         text: |                        # the family file as it was when training built the model
             whisper_source: !PLACEHOLDER
             ...
@@ -79,6 +81,7 @@ model: !apply:speechbrain_mowe.families.load_family
     sources: !ref <model_sources>
     tasks: !ref <tasks>
     settings: !ref <model_settings>
+    merged_lora: !ref <merged_lora>
     # The family file as it was when training built the model:
     text: |
 {text}
@@ -151,6 +154,7 @@ def write_inference_folder(
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
     stage: Optional[str] = None,
     lora_scale: float = 1.0,
+    merged_lora: bool = False,
 ) -> Optional[Path]:
     """Writes ``inference.yaml`` and ``model.ckpt``.
 
@@ -176,6 +180,8 @@ def write_inference_folder(
         The training stage that produced the model (``trained_in_stage``).
     lora_scale : float
         The factor of the LoRA scale inference uses (the one tested with).
+    merged_lora : bool
+        The model's ``llm_source`` holds the LoRA weights merged in.
 
     Returns
     -------
@@ -234,6 +240,7 @@ def write_inference_folder(
         "max_audio_seconds": float(max_audio_seconds),
         "long_audio": long_audio,
         "lora_scale": float(lora_scale),
+        "merged_lora": merged_lora,
     }
     if stage is not None:
         settings["trained_in_stage"] = stage

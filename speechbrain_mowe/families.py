@@ -143,6 +143,7 @@ def load_family(
     tasks: Optional[Sequence[str]] = None,
     settings: Optional[Mapping[str, Any]] = None,
     text: Optional[str] = None,
+    merged_lora: bool = False,
     **more_settings,
 ) -> MoWEAudioLLM:
     """Builds the model of a family.
@@ -163,6 +164,10 @@ def load_family(
     text : str, optional
         The family's YAML itself, as an inference folder keeps it; ``name``
         then only names it in messages.
+    merged_lora : bool
+        The ``llm_source`` already holds the LoRA weights merged in (a merged
+        inference folder, :func:`speechbrain_mowe.deployment.export_merged`):
+        the new, zero-initialised adapters are removed.
     **more_settings
         More settings, as keyword arguments (as a YAML ``!apply:`` gives them).
 
@@ -230,4 +235,6 @@ def load_family(
     family = name if Path(name).suffix not in (".yaml", ".yml") else str(Path(name).resolve())
     values = {key: hparams[key] for key in setting_keys if key != "tasks"}
     model.built_from = FamilySpec(family, text, used, tuple(model.tasks), values)
+    if merged_lora:
+        model.llm.merge_lora()  # adds zero: the adapters are new
     return model

@@ -269,6 +269,30 @@ class LanguageModel(TrainableStateMixin, nn.Module):
                 layer.set_scale(adapter, float(scale))
         self._lora_scale = float(scale)
 
+    def merge_lora(self) -> None:
+        """Merges the LoRA adapters into the LLM's weights at the current
+        :attr:`lora_scale` and removes them (peft's ``merge_and_unload``): the
+        same outputs, without the adapters' cost at every layer.
+
+        Example
+        -------
+        >>> import tempfile
+        >>> from speechbrain_mowe.tiny import make_tiny_llm
+        >>> llm = LanguageModel(make_tiny_llm(tempfile.mkdtemp()), lora_rank=4)
+        >>> llm.merge_lora()
+        >>> hasattr(llm.model, "peft_config"), llm._lora_layers()
+        (False, [])
+        """
+        if not self._lora_layers():
+            raise ValueError(f"the LLM of '{self.source}' has no LoRA adapters to merge")
+        if self.prompt_adapter is not None:
+            raise ValueError(
+                "prompt-aware LoRA weights each example's branches by its prompt: the adapters "
+                "cannot be merged into fixed weights"
+            )
+        self.model = self.model.merge_and_unload()
+        self._lora_scale = 1.0
+
     def prompt_embedding(self, prefix: Tokens, suffix: Tokens) -> torch.Tensor:
         """``[b, d]`` mean input embedding of each example's prompt tokens (the
         chat-templated instruction around the audio), in float32."""

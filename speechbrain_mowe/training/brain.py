@@ -94,6 +94,8 @@ class MoWEBrain(sb.Brain):
       ``feature_cache_in_memory``;
     - ``lr_annealing``: a SpeechBrain scheduler called with the optimizer
       after each optimizer step;
+    - ``benchmark_formats``: also write each test set's predictions in these
+      harnesses' formats (:mod:`speechbrain_mowe.benchmark_formats`);
     - ``test_lora_scale``: the factor of the LoRA scale when testing
       (default 1; see :attr:`~speechbrain_mowe.lobes.LanguageModel.lora_scale`);
     - ``stage_name``: the training stage, named in the log
@@ -369,7 +371,9 @@ class MoWEBrain(sb.Brain):
             test_stats=result.log_stats(),
         )
         if if_main_process():
-            folder = self.evaluation.write(Path(self.hparams.output_folder) / "test_results" / name)
+            formats = getattr(self.hparams, "benchmark_formats", None) or ()
+            folder = Path(self.hparams.output_folder) / "test_results" / name
+            folder = self.evaluation.write(folder, formats)
             logger.info("Test results for %s written to %s", name, folder)
         self.test_results[name] = result
         return result

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from speechbrain_mowe.benchmark_formats import benchmark_format
 from speechbrain_mowe.dataio import SkippedClips
 from speechbrain_mowe.tasks import get_task
 from speechbrain_mowe.training.distributed import gather_objects
@@ -181,6 +182,8 @@ class Evaluation:
                     "hypothesis": None if hypotheses is None else hypotheses[i],
                     "answer": batch.answer[i],
                     "references": list(batch.references[i]),
+                    "wav": batch.wav[i],
+                    "instruction": batch.instruction[i],
                     "loss_sum": sums[i],
                     "tokens": counts[i],
                     "experts": experts[i],
@@ -254,9 +257,11 @@ class Evaluation:
                 counts[record["task"]][expert] += 1
         return {task: expert_shares(self.experts, chosen) for task, chosen in counts.items()}
 
-    def write(self, folder) -> Path:
+    def write(self, folder, benchmark_formats: Sequence[str] = ()) -> Path:
         """Writes ``metrics.json``, ``results.txt`` (readable, with the routing),
-        ``hypotheses.jsonl`` and each scorer's files into ``folder``."""
+        ``hypotheses.jsonl``, each scorer's files and the predictions in each of
+        ``benchmark_formats`` (``predictions_<format>.json[l]``, see
+        :mod:`speechbrain_mowe.benchmark_formats`) into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         result = self.result
@@ -277,4 +282,9 @@ class Evaluation:
                 row = {key: record[key] for key in keep}
                 row["references"] = row["references"] or [record["answer"]]
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for name in benchmark_formats:
+            fmt = benchmark_format(name)
+            items = [fmt.from_row(record["id"], record) for record in self.records]
+            hypotheses = [record["hypothesis"] for record in self.records]
+            fmt.write(folder / f"predictions_{name}{fmt.suffix}", items, hypotheses)
         return folder

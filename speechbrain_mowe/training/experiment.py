@@ -64,6 +64,8 @@ OUTPUT_KEYS = [
     "answer_tokens",
     "answer",
     "references",
+    "wav",
+    "instruction",
 ]
 
 

@@ -30,6 +30,7 @@ def test_help(script):
     ("whisper_padding.py", ["--repeats=1", "--seconds", "1", "2"], 2),
     ("generation.py", ["--repeats=1", "--batch", "1", "2", "--tokens=5"], 6),
     ("feature_cache.py", ["--repeats=1", "--clips=8", "--seconds=1"], 4),
+    ("merged_decoding.py", ["--repeats=1", "--tokens=5"], 4),
     ("training_step.py", ["--repeats=1", "--batch", "1", "2", "--seconds=1"], 10),
 ])  # fmt: skip
 def test_a_small_run_prints_its_table_and_writes_json(tmp_path, script, args, rows):

@@ -2,6 +2,7 @@
 non-finite losses and unreadable batches, the feature cache, bf16, fused AdamW
 and gradient checkpointing."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -320,3 +321,23 @@ def test_the_test_lora_scale_is_tested_and_kept_for_inference(tmp_path, corpus, 
     assert "lora_scale: 0.5" in (tmp_path / "halved" / "inference.yaml").read_text()
     losses = [read_metrics(tmp_path / name, "test-clean").loss for name in ("plain", "halved")]
     assert losses[0] != pytest.approx(losses[1], abs=1e-6)
+
+
+def test_test_predictions_are_written_for_the_harnesses(tmp_path, corpus, whisper_dir, llama_dir):
+    _run(tmp_path, corpus, whisper_dir, llama_dir, number_of_epochs=1,
+         benchmark_formats="[audiobench, airbench, mmau]")  # fmt: skip
+    folder = tmp_path / "test_results" / "test-clean"
+    def lines(name):
+        return [json.loads(line) for line in (folder / name).read_text().splitlines()]
+
+    hypotheses = lines("hypotheses.jsonl")
+    audiobench = json.loads((folder / "predictions_audiobench.json").read_text())
+    airbench = lines("predictions_airbench.jsonl")
+    mmau = json.loads((folder / "predictions_mmau.json").read_text())
+    expected = [h["hypothesis"] for h in hypotheses]
+    assert [r["model_prediction"] for r in audiobench] == expected
+    assert [r["response"] for r in airbench] == expected
+    assert [r["model_prediction"] for r in mmau] == expected
+    assert [r["uniq_id"] for r in airbench] == [h["id"] for h in hypotheses]
+    assert all(Path(r["path"]).is_file() and r["task_name"] == "asr" for r in airbench)
+    assert all(r["task_type"] == "ASR" and r["text"] for r in audiobench)

@@ -367,3 +367,41 @@ def test_lora_scale_is_the_tested_one_and_set_by_the_api_and_the_command_line(ru
     expected = dict(zip(_rows(run, "iemocap"), answers))
     assert {r["id"]: r["answer"] for r in _records(tmp_path / "zero.jsonl")} == expected
     assert expected != _hypotheses(out, "iemocap")  # the trained LoRA's answers
+
+
+def test_the_merged_folder_gives_the_same_answers_without_lora(run, model, tmp_path):
+    out, corpora = run
+    merged_folder = tmp_path / "merged"
+    assert main([str(out), "--export_merged", str(merged_folder)]) == 0
+    text = (merged_folder / "inference.yaml").read_text()
+    assert "merged_lora: true" in text and str(merged_folder / "llm") in text
+    saved = torch.load(merged_folder / "model.ckpt", weights_only=True)
+    assert saved and not any("lora_" in key for key in saved)
+    merged = PretrainedAudioLLM.from_hparams(source=merged_folder)
+    assert merged.mods.model.llm._lora_layers() == [] and model.mods.model.llm._lora_layers()
+    rows = list(_rows(run, "librispeech").values()) + list(_rows(run, "clotho").values())
+    wavs, lens = batch_pad_right([load_audio(row["wav"]) for row in rows])
+    instructions = [row["instruction"] for row in rows]
+    tasks = [row["task"] for row in rows]
+    assert merged.generate_batch(wavs, lens, instructions, tasks) == model.generate_batch(
+        wavs, lens, instructions, tasks
+    )
+
+
+def test_command_line_writes_a_harness_predictions_file(run, tmp_path):
+    out, corpora = run
+    rows = _rows(run, "clotho")
+    items = [{"id": utt, "audio_id": row["wav"], "question": "What do you hear?",
+              "choices": ["rain", "birds"], "answer": "rain", "dataset": "clotho",
+              "task": "sound"} for utt, row in rows.items()]  # fmt: skip
+    (tmp_path / "mmau.json").write_text(json.dumps(items), encoding="utf-8")
+    argv = [str(out), "--benchmark", "mmau", "--manifest", str(tmp_path / "mmau.json"),
+            "--data_root", "/", "--task", "aac", "--output", str(tmp_path / "answers.jsonl"),
+            "--benchmark_output", str(tmp_path / "predictions.json")]  # fmt: skip
+    assert main(argv) == 0
+    answers = {r["id"]: r["answer"] for r in _records(tmp_path / "answers.jsonl")}
+    written = json.loads((tmp_path / "predictions.json").read_text())
+    assert [{k: v for k, v in w.items() if k != "model_prediction"} for w in written] == items
+    assert [w["model_prediction"] for w in written] == [answers[item["id"]] for item in items]
+    assert all(r["instruction"] == "What do you hear? Choose one of: rain; birds."
+               for r in _records(tmp_path / "answers.jsonl"))  # fmt: skip
