@@ -14,8 +14,9 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Mapping
 
+import numpy as np
 import torch
 import yaml
 from speechbrain.utils.checkpoints import (
@@ -119,18 +120,62 @@ class TrainableStateMixin:
         self._load_trainable(path)
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read back, or that recovery chose and cannot load."""
+
+
+def plain_meta(meta: Mapping) -> Dict:
+    """A checkpoint's meta data as values YAML reads back: a tensor or numpy
+    scalar becomes its number (a tensor of several values, a list of numbers).
+
+    Example
+    -------
+    >>> plain_meta({"loss": torch.tensor(0.5), "steps": [torch.tensor([1, 2])]})
+    {'loss': 0.5, 'steps': [[1, 2]]}
+    >>> plain_meta({"model": torch.nn.Linear(1, 1)})
+    Traceback (most recent call last):
+     ...
+    TypeError: The checkpoint meta 'model' is a Linear, which does not read back from CKPT.yaml: give numbers, strings, lists or mappings of them
+    """
+
+    def plain(key, value):
+        if isinstance(value, (torch.Tensor, np.generic, np.ndarray)):
+            return value.tolist()
+        if isinstance(value, Mapping):
+            return {k: plain(f"{key}.{k}", v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(key, v) for v in value]
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(
+            f"The checkpoint meta '{key}' is a {type(value).__name__}, which does not read back "
+            f"from {METAFNAME}: give numbers, strings, lists or mappings of them"
+        )
+
+    return {key: plain(key, value) for key, value in meta.items()}
+
+
 class CrashSafeCheckpointer(Checkpointer):
-    """SpeechBrain's ``Checkpointer``, safe against a kill at any instant.
+    """SpeechBrain's ``Checkpointer``, safe against a kill at any instant, and
+    never silently different.
 
     SpeechBrain writes a checkpoint's meta file first and its parameter files
     after, in the folder recovery lists, and deletes old checkpoints in place;
     a job killed meanwhile leaves a folder that looks complete and breaks every
     rerun. Here a checkpoint is written in a hidden folder (``.writing-...``),
     its files flushed to disk, and renamed to its final name only once whole; an
-    old one is renamed away (``.deleting-...``) before it is removed. Recovery
-    lists only checkpoints whose meta file reads and that hold a file for every
-    recoverable, warns about any other folder it finds, and when the newest
-    checkpoint fails to load, warns and loads the one before.
+    old one is renamed away (``.deleting-...``) before it is removed, and the
+    remains of interrupted writes and deletions are never listed (a warning
+    names them).
+
+    A checkpoint under its final name was therefore complete when written, and
+    recovery loads exactly the one its keys choose, or raises a
+    :class:`CheckpointError` naming it: one whose ``CKPT.yaml`` does not read,
+    that lacks a recoverable (saved before the recoverable was added), or whose
+    file does not load, is never skipped for another, so a resumed run is never
+    silently a different one. Meta data is stored so that it reads back (a
+    tensor as its number, see :func:`plain_meta`); meta that cannot be is
+    refused when saving.
 
     Arguments
     ---------
@@ -145,18 +190,21 @@ class CrashSafeCheckpointer(Checkpointer):
     >>> folder = tempfile.mkdtemp()
     >>> layer = torch.nn.Linear(2, 2)
     >>> checkpointer = CrashSafeCheckpointer(folder, {"layer": layer})
-    >>> saved = checkpointer.save_checkpoint()
+    >>> saved = checkpointer.save_checkpoint(meta={"loss": torch.tensor(0.25)})
     >>> sorted(p.name for p in saved.path.iterdir())
     ['CKPT.yaml', 'layer.ckpt']
-    >>> checkpointer.recover_if_possible().path == saved.path
-    True
+    >>> recovered = checkpointer.recover_if_possible(min_key="loss")
+    >>> recovered.path == saved.path, recovered.meta["loss"]
+    (True, 0.25)
     """
 
     def save_checkpoint(self, meta=None, end_of_epoch=True, name=None, verbosity=logging.INFO):
         """Saves a checkpoint, visible under its final name only once complete.
 
-        Arguments are those of ``Checkpointer.save_checkpoint``.
+        Arguments are those of ``Checkpointer.save_checkpoint``; ``meta`` is
+        checked first (:func:`plain_meta`), before anything is written.
         """
+        meta = plain_meta(meta or {})
         final = writing = None
         if if_main_process():
             final = (
@@ -175,7 +223,7 @@ class CrashSafeCheckpointer(Checkpointer):
         ddp_barrier()  # every process has written its files
         if not if_main_process():
             return None
-        saved_meta = self._save_checkpoint_metafile(writing / METAFNAME, meta or {}, end_of_epoch)
+        saved_meta = self._save_checkpoint_metafile(writing / METAFNAME, meta, end_of_epoch)
         for path in writing.iterdir():
             _flush_to_disk(path)
         replaced = final.with_name(DELETING + final.name)
@@ -190,11 +238,18 @@ class CrashSafeCheckpointer(Checkpointer):
         return Checkpoint(final, saved_meta, paramfiles)
 
     def list_checkpoints(self) -> List[Checkpoint]:
-        """The complete checkpoints; a warning names every other folder found.
+        """The checkpoints; a warning names the remains of interrupted writes.
 
         Returns
         -------
         list of Checkpoint
+
+        Raises
+        ------
+        CheckpointError
+            A checkpoint's ``CKPT.yaml`` does not read: it was damaged after
+            it was written (this class writes it whole), and which checkpoint
+            recovery would choose cannot be known.
         """
         checkpoints = []
         for path in sorted(self.checkpoints_dir.iterdir()):
@@ -202,57 +257,69 @@ class CrashSafeCheckpointer(Checkpointer):
                 logger.warning(f"Ignoring {path}: a checkpoint whose writing or deletion was "
                                "interrupted; it is removed at the next save")  # fmt: skip
                 continue
-            if not (path.is_dir() and path.name.startswith(CKPT_PREFIX)):
-                continue
-            checkpoint, problem = self._read_checkpoint(path)
-            if problem:
-                logger.warning(f"Ignoring the incomplete checkpoint {path}: {problem}")
-            else:
-                checkpoints.append(checkpoint)
+            if path.is_dir() and path.name.startswith(CKPT_PREFIX):
+                checkpoints.append(self._read_checkpoint(path))
         return checkpoints
 
-    def _read_checkpoint(self, path: Path):
-        """The checkpoint in ``path`` and None, or None and what is wrong with it."""
+    def _read_checkpoint(self, path: Path) -> Checkpoint:
+        """The checkpoint in ``path``; a :class:`CheckpointError` if its meta does not read."""
+        problem = None
         try:
             meta = yaml.safe_load((path / METAFNAME).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-            return None, f"its {METAFNAME} does not read ({error})"
-        if not isinstance(meta, dict) or not {"unixtime", "end-of-epoch"} <= set(meta):
-            return None, f"its {METAFNAME} is truncated"
+            problem = f"does not read ({' '.join(str(error).split())})"
+        else:
+            if not isinstance(meta, dict) or not {"unixtime", "end-of-epoch"} <= set(meta):
+                problem = "is truncated"
+        if problem:
+            raise CheckpointError(
+                f"The checkpoint {path} cannot be listed: its {METAFNAME} {problem}; move the "
+                "folder away to recover from the others"
+            )
         paramfiles = {p.stem: p for p in path.iterdir() if p.suffix == PARAMFILE_EXT}
-        missing = [
-            name
-            for name in self.recoverables
-            if name not in paramfiles and not self.optional_recoverables.get(name)
-        ]
-        if missing and not self.allow_partial_load:
-            return None, f"it has no file for {missing}"
-        return Checkpoint(path, meta, paramfiles), None
+        return Checkpoint(path, meta, paramfiles)
 
     def recover_if_possible(self, importance_key=None, max_key=None, min_key=None,
                             ckpt_predicate=None):  # fmt: skip
-        """Loads the best checkpoint that loads, as ``Checkpointer.recover_if_possible``
-        chooses it; one that fails is named in a warning and the next is tried.
+        """Loads the checkpoint ``Checkpointer.recover_if_possible`` would choose.
 
         Returns
         -------
         Checkpoint or None
+            None when there is no checkpoint (the run starts from scratch).
+
+        Raises
+        ------
+        CheckpointError
+            The chosen checkpoint does not load (a file is damaged, or it has
+            none for a recoverable): one line naming it and why.
         """
-        candidates = self.find_checkpoints(importance_key, max_key, min_key, ckpt_predicate)
-        for checkpoint in candidates:
-            try:
-                self.load_checkpoint(checkpoint)
-            except Exception as error:  # a damaged file: any loader's error
-                logger.warning(
-                    f"The checkpoint {checkpoint.path} does not load "
-                    f"({type(error).__name__}: {error}); trying the one before it"
-                )
-                continue
-            return checkpoint
-        if candidates:
-            raise RuntimeError(f"No checkpoint in {self.checkpoints_dir} loads; see the warnings")
-        logger.info("Would load a checkpoint here, but none found yet.")
-        return None
+        chosen = self.find_checkpoint(importance_key, max_key, min_key, ckpt_predicate)
+        if chosen is None:
+            logger.info("Would load a checkpoint here, but none found yet.")
+            return None
+        missing = [
+            name
+            for name in self.recoverables
+            if name not in chosen.paramfiles
+            and not self.optional_recoverables.get(name)
+            and not self.allow_partial_load
+        ]
+        if missing:
+            raise CheckpointError(
+                f"The checkpoint {chosen.path} has no file for {missing} (saved before "
+                "they were added to the checkpointer?); recovery chose it and will not load "
+                "another: give a key that chooses another, or move it away"
+            )
+        try:
+            self.load_checkpoint(chosen)
+        except Exception as error:  # a damaged file: any loader's error
+            raise CheckpointError(
+                f"The checkpoint {chosen.path} that recovery chose does not load "
+                f"({type(error).__name__}: {' '.join(str(error).split())}); move it away to "
+                "recover from the one before"
+            ) from error
+        return chosen
 
     def delete_checkpoints(
         self,

@@ -1,15 +1,18 @@
 """CrashSafeCheckpointer: what an interrupted write or deletion leaves behind is
-never loaded, is named in a warning, and the newest complete checkpoint loads."""
+never loaded and is named in a warning; the checkpoint recovery chooses loads,
+or is an error naming it, never silently another; meta data reads back."""
 
 import logging
+import re
 import shutil
 import time
 
+import numpy as np
 import pytest
 import torch
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from speechbrain_mowe.checkpointing import CrashSafeCheckpointer, written_whole
+from speechbrain_mowe.checkpointing import CheckpointError, CrashSafeCheckpointer, written_whole
 
 
 def _checkpointer(folder, value):
@@ -50,38 +53,66 @@ def test_a_checkpoint_is_written_under_a_hidden_name_and_renamed_whole(tmp_path,
 
 
 @pytest.mark.parametrize("damage, reason", [
-    (lambda ckpt: (ckpt / "layer.ckpt").unlink(), "it has no file for ['layer']"),
     (lambda ckpt: (ckpt / "CKPT.yaml").write_text(""), "its CKPT.yaml is truncated"),
-    (lambda ckpt: (ckpt / "CKPT.yaml").write_bytes(b"unixtime: [1,"), "does not read"),
+    (lambda ckpt: (ckpt / "CKPT.yaml").write_bytes(b"unixtime: [1,"), "its CKPT.yaml does not read"),
 ])  # fmt: skip
-def test_an_incomplete_checkpoint_is_named_and_the_older_one_loads(tmp_path, caplog, damage,
-                                                                   reason):  # fmt: skip
+def test_a_checkpoint_whose_meta_does_not_read_is_an_error_naming_it(tmp_path, damage, reason):
     older, newer = _two_checkpoints(tmp_path)
-    damage(newer.path)
-    with caplog.at_level(logging.WARNING):
-        checkpoint, weight = _recovered_weight(tmp_path)
-    assert checkpoint.path == older.path and weight == 1.0
-    assert f"Ignoring the incomplete checkpoint {newer.path}" in caplog.text
-    assert reason in caplog.text
+    damage(older.path)  # not even the newest: which one recovery would choose is unknown
+    with pytest.raises(CheckpointError) as error:
+        _recovered_weight(tmp_path)
+    assert str(error.value).startswith(f"The checkpoint {older.path} cannot be listed: {reason}")
+    assert "\n" not in str(error.value)
 
 
-def test_a_checkpoint_that_fails_to_load_is_named_and_the_one_before_loads(tmp_path, caplog):
+def test_the_chosen_checkpoint_lacking_a_recoverable_is_an_error_not_another_one(tmp_path):
+    older, newer = _two_checkpoints(tmp_path)
+    (newer.path / "layer.ckpt").unlink()
+    with pytest.raises(CheckpointError, match=f"The checkpoint {re.escape(str(newer.path))} has no file for "
+                                              r"\['layer'\]"):  # fmt: skip
+        _recovered_weight(tmp_path)
+
+
+def test_a_checkpoint_chosen_by_a_key_loads_or_raises(tmp_path):
+    """SpeechBrain's own case: a recoverable added after the oldest checkpoint,
+    which an importance key then chooses."""
+    layer, counter = torch.nn.Linear(2, 2), EpochCounter(10)
+    checkpointer = CrashSafeCheckpointer(tmp_path, {"layer": layer})
+    oldest = checkpointer.save_checkpoint(meta={"age": 2})
+    checkpointer.add_recoverable("counter", counter)
+    checkpointer.save_checkpoint(meta={"age": 1})
+    with pytest.raises(CheckpointError, match=f"{re.escape(str(oldest.path))} has no file for \\['counter'\\]"):
+        checkpointer.recover_if_possible(importance_key=lambda ckpt: ckpt.meta["age"])
+    assert checkpointer.recover_if_possible(min_key="age").meta["age"] == 1
+
+
+def test_a_checkpoint_whose_file_fails_to_load_is_an_error_naming_it(tmp_path):
     older, newer = _two_checkpoints(tmp_path)
     data = (newer.path / "layer.ckpt").read_bytes()
-    (newer.path / "layer.ckpt").write_bytes(data[: len(data) // 2])  # truncated by a full disk
-    with caplog.at_level(logging.WARNING):
-        checkpoint, weight = _recovered_weight(tmp_path)
-    assert checkpoint.path == older.path and weight == 1.0
-    assert f"The checkpoint {newer.path} does not load" in caplog.text
-
-
-def test_no_loadable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
-    _, newer = _two_checkpoints(tmp_path)
-    for saved in tmp_path.iterdir():
-        (saved / "layer.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="No checkpoint in .* loads"):
+    (newer.path / "layer.ckpt").write_bytes(data[: len(data) // 2])  # damaged after writing
+    with pytest.raises(CheckpointError, match=f"The checkpoint {re.escape(str(newer.path))} that recovery chose "
+                                              "does not load"):  # fmt: skip
         _recovered_weight(tmp_path)
-    assert newer.path.exists()  # nothing deleted
+    assert newer.path.exists() and older.path.exists()  # nothing deleted
+
+
+def test_meta_holding_tensors_reads_back_and_chooses_the_checkpoint(tmp_path):
+    checkpointer, layer = _checkpointer(tmp_path, 1.0)
+    best = checkpointer.save_checkpoint(meta={"loss": torch.tensor(0.5), "wer": np.float64(3.0)})
+    torch.nn.init.constant_(layer.weight, 2.0)
+    checkpointer.save_checkpoint(meta={"loss": torch.tensor(0.75), "wer": np.float64(2.0)})
+    checkpointer, layer = _checkpointer(tmp_path, 0.0)
+    recovered = checkpointer.recover_if_possible(min_key="loss")
+    assert recovered.path == best.path and recovered.meta["loss"] == 0.5
+    assert layer.weight[0, 0].item() == 1.0
+    assert checkpointer.recover_if_possible(min_key="wer").meta["wer"] == 2.0
+
+
+def test_meta_that_cannot_read_back_is_refused_before_anything_is_written(tmp_path):
+    checkpointer, _ = _checkpointer(tmp_path, 1.0)
+    with pytest.raises(TypeError, match="The checkpoint meta 'extra.model' is a Linear"):
+        checkpointer.save_checkpoint(meta={"extra": {"model": torch.nn.Linear(1, 1)}})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_remains_of_interrupted_writes_and_deletions_are_ignored_then_removed(tmp_path, caplog):
