@@ -24,6 +24,7 @@ The data part of a recipe's YAML::
 import logging
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
@@ -47,7 +48,7 @@ from speechbrain_mowe.export import evaluation_instructions, window_seconds, wri
 from speechbrain_mowe.model import MoWEAudioLLM
 from speechbrain_mowe.tasks import get_task, registered_tasks
 from speechbrain_mowe.training.brain import MoWEBrain
-from speechbrain_mowe.training.overrides import check_overrides
+from speechbrain_mowe.training.overrides import check_overrides, merge_into_null
 from speechbrain_mowe.training.stages import run_stages
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def setup_experiment(
     check_overrides(hparams_file, overrides)
     if not is_distributed_initialized():
         ddp_init_group(run_opts)
+    overrides = merge_into_null(hparams_file, overrides)
     with open(hparams_file) as f:
         try:
             hparams = load_hyperpyyaml(f, overrides)
@@ -371,6 +373,8 @@ def _finish(hparams: Dict, brain: MoWEBrain, data: ExperimentData, folder=None) 
             "max_audio_seconds": window_seconds(model.mowe_encoder, durations(data.train)),
             "stage": hparams.get("stage_name"),
             "lora_scale": model.llm.lora_scale,
+            "training_data": dict(Counter(row["source"] for row in data.train.data.values())),
+            "seal": hparams.get("seal_sources", "link"),
         },
     )
 

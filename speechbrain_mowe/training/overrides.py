@@ -7,9 +7,14 @@ override of a key whose value in the YAML is a plain boolean, number, string,
 list or mapping must be of that kind, and a key the YAML does not
 have is named in a warning (it is still added, as SpeechBrain does).
 Values written with a tag (``!ref``, ``!new:``...) or null in the YAML are
-not checked.
+not checked. A mapping given for a key whose YAML value is null
+(``--train_weights={asr: 1.0}`` for ``train_weights: null``), which
+HyperPyYAML refuses ("The structure of the overrides doesn't match"), is
+accepted (:func:`merge_into_null`).
 """
 
+import io
+import json
 import logging
 from pathlib import Path
 from typing import Any, List
@@ -118,3 +123,38 @@ def check_overrides(hparams_file, overrides: str) -> List[str]:
     if unknown:
         logger.warning("%s has no key %s: added as given", Path(hparams_file).name, unknown)
     return unknown
+
+
+def merge_into_null(hparams_file, overrides: str) -> str:
+    """``overrides`` with each mapping given for a key whose YAML value is null
+    written so that HyperPyYAML takes it (as ``!new:dict [{...}]``; it
+    merges a mapping override only into a mapping, and refuses it otherwise).
+
+    Example
+    -------
+    >>> from hyperpyyaml import load_hyperpyyaml
+    >>> path = getfixture("tmp_path") / "x.yaml"
+    >>> _ = path.write_text("train_weights: null  # or {task: weight}\\nlr: 0.1\\n")
+    >>> overrides = merge_into_null(path, "train_weights: {asr: 1.0}\\nlr: 0.2")
+    >>> overrides
+    'train_weights: !new:dict [{"asr": 1.0}]\\nlr: 0.2\\n'
+    >>> load_hyperpyyaml(path.read_text(), overrides)
+    {'train_weights': {'asr': 1.0}, 'lr': 0.2}
+    """
+    if not overrides:
+        return overrides
+    yaml = YAML()
+    given = yaml.load(overrides) or {}
+    with open(hparams_file, encoding="utf-8") as f:
+        defaults = yaml.load(f) or {}
+    lines = []
+    for key, value in given.items():
+        if isinstance(value, dict) and not _tagged(value) and key in defaults and (
+            defaults[key] is None
+        ):
+            lines.append(f"{key}: !new:dict [{json.dumps(value)}]\n")
+        else:
+            stream = io.StringIO()
+            yaml.dump({key: value}, stream)
+            lines.append(stream.getvalue())
+    return "".join(lines)

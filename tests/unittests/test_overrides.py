@@ -57,3 +57,13 @@ def test_unknown_keys_are_named_and_malformed_yaml_refused(hparams_file, caplog)
     assert "recipe.yaml has no key ['lrr']: added as given" in caplog.text
     with pytest.raises(OverrideError, match="do not read as YAML"):
         check_overrides(hparams_file, "lr: [1,")
+
+
+def test_a_mapping_for_a_null_key_is_merged_not_refused(hparams_file):
+    from speechbrain_mowe.training import setup_experiment
+
+    hparams_file.write_text(YAML + "output_folder: !ref <folder>\n")
+    hparams, _, _ = setup_experiment([str(hparams_file), "--nothing={asr: 1.0, er: 2}",
+                                      f"--name={hparams_file.parent}"])  # fmt: skip
+    assert hparams["nothing"] == {"asr": 1.0, "er": 2}
+    assert hparams["options"] == {"k": 1}
