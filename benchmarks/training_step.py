@@ -79,8 +79,14 @@ class SpeechBrainParts(nn.Module):
     def __init__(self, whisper: str, llm: str, stack: int):
         super().__init__()
         self.whisper = Whisper(whisper, save_path=whisper, encoder_only=True, freeze=True)
-        lobe = LLaMA(llm, save_path=llm, freeze=True, torch_dtype=torch.float32, pad_token="<pad>",
-                     pad_to_multiple_of=1)
+        lobe = LLaMA(
+            llm,
+            save_path=llm,
+            freeze=True,
+            torch_dtype=torch.float32,
+            pad_token="<pad>",
+            pad_to_multiple_of=1,
+        )
         self.tokenizer = lobe.tokenizer
         self.llm = AdaptedModel(lobe, LoRA, target_layers=["*q_proj", "*v_proj"],
                                 adapter_kwargs=LORA)  # fmt: skip

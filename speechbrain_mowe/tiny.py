@@ -192,9 +192,7 @@ def make_tiny_whisper(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         WhisperModel(config).save_pretrained(save_dir)
-    WhisperFeatureExtractor(feature_size=n_mels, chunk_length=max_seconds).save_pretrained(
-        save_dir
-    )
+    WhisperFeatureExtractor(feature_size=n_mels, chunk_length=max_seconds).save_pretrained(save_dir)
     return str(save_dir)
 
 

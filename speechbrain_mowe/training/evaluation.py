@@ -215,8 +215,11 @@ class Evaluation:
         if not self.records:
             raise NothingToEvaluate(
                 f"The {name} set has no example that could be evaluated: "
-                + (f"{self.skipped.summary()}, e.g. {'; '.join(self.skipped.examples)}"
-                   if self.skipped.count else "it is empty")  # fmt: skip
+                + (
+                    f"{self.skipped.summary()}, e.g. {'; '.join(self.skipped.examples)}"
+                    if self.skipped.count
+                    else "it is empty"
+                )
             )
         tokens = sum(r["tokens"] for r in self.records)
         loss = sum(r["loss_sum"] for r in self.records) / max(tokens, 1)

@@ -327,6 +327,7 @@ def test_test_predictions_are_written_for_the_harnesses(tmp_path, corpus, whispe
     _run(tmp_path, corpus, whisper_dir, llama_dir, number_of_epochs=1,
          benchmark_formats="[audiobench, airbench, mmau]")  # fmt: skip
     folder = tmp_path / "test_results" / "test-clean"
+
     def lines(name):
         return [json.loads(line) for line in (folder / name).read_text().splitlines()]
 

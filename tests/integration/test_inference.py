@@ -319,7 +319,8 @@ def test_command_line_keeps_going_past_rows_it_cannot_answer(run, tmp_path):
     assert list(records) == [row["ID"] for row in rows]
     expected = _hypotheses(out, "iemocap")
     assert [records[row["ID"]]["answer"] for row in (first, second)] == [
-        expected[first["ID"]], expected[second["ID"]]
+        expected[first["ID"]],
+        expected[second["ID"]],
     ]
     assert records["unknown_task"]["error"].startswith("unknown task 'xyz' (the model's tasks:")
     assert records["missing"]["error"].startswith("file not found: ")
@@ -337,9 +338,13 @@ def test_command_line_refuses_a_manifest_without_a_column_in_one_line(run, tmp_p
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        f"speechbrain-mowe: error: {tmp_path / 'm.csv'}: no 'task' column; a manifest for "
-        "inference needs ID, wav, task, instruction (it has ID, duration, wav, instruction, "
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"speechbrain-mowe: error: {tmp_path / 'm.csv'}: no 'task' column; a manifest for "
+            "inference needs ID, wav, task, instruction (it has ID, duration, wav, instruction, "
+        )
     )
     assert not (tmp_path / "o.jsonl").exists()
 

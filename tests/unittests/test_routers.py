@@ -163,8 +163,9 @@ def test_a_model_with_an_instruction_router_needs_no_task_and_is_batch_invariant
         one = model.answer(wavs[i : i + 1, : int(lens[i] * 16000)], None, [instruction],
                            decoding=decoding)  # fmt: skip
         assert one == [batched[i]]
-        alone = model.encode_audio(wavs[i : i + 1], lens[i : i + 1],
-                                   prompt=llm.tokenize_prompts([instruction])).encoded.routing
+        alone = model.encode_audio(
+            wavs[i : i + 1], lens[i : i + 1], prompt=llm.tokenize_prompts([instruction])
+        ).encoded.routing
         torch.testing.assert_close(alone.gates[0], routing.gates[i])
     with pytest.raises(ValueError, match="reads the instruction: pass prompt="):
         model.encode_audio(wavs, lens)

@@ -146,9 +146,9 @@ def test_reading_keeps_aliases_and_types(random_whisper):
     model = read_ctranslate2(folder / "model.bin")
     assert (model.spec, model.revision) == ("WhisperSpec", 3)
     assert model.aliases == {"decoder/projection/weight": "decoder/embeddings/weight"}
-    assert model.variables["decoder/projection/weight"] is model.variables[
-        "decoder/embeddings/weight"
-    ]
+    assert (
+        model.variables["decoder/projection/weight"] is model.variables["decoder/embeddings/weight"]
+    )
     assert int(model.variables["encoder/num_heads"]) == 2
     state = whisper_state_dict(model)
     assert "model.encoder.layers.0.self_attn.k_proj.bias" not in state  # k has no bias
