@@ -8,6 +8,7 @@
         --manifest test.csv --data_root /data --output out.jsonl
     speechbrain-mowe MODEL_FOLDER --lora_scale 0.5 --task asr a.wav --output out.jsonl
     speechbrain-mowe MODEL_FOLDER --export_merged MERGED_FOLDER   # LoRA merged in
+    speechbrain-mowe MODEL_FOLDER --export SHARED_FOLDER   # self-contained, with a model card
     speechbrain-mowe MODEL_FOLDER --benchmark mmau --manifest mmau-test-mini.json \\
         --data_root /data/mmau --output answers.jsonl --benchmark_output mmau_predictions.json
 
@@ -87,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FOLDER",
         help="write a copy of the model with its LoRA merged into the LLM (faster decoding, "
         "the same answers) into FOLDER, and exit",
+    )
+    parser.add_argument(
+        "--export",
+        metavar="FOLDER",
+        help="write a self-contained copy of the model to share (every source copied and "
+        "pinned, the test metrics, a model card README.md) into the new FOLDER, and exit",
     )
     parser.add_argument("--batch_size", type=int, default=8, help="inputs per batch (default 8)")
     parser.add_argument(
@@ -266,14 +273,17 @@ def _write_benchmark(args, parser, output: Path) -> None:
     logger.info("%s predictions written to %s", args.benchmark, path)
 
 
-def _export_merged(args, parser) -> int:
-    from speechbrain_mowe.deployment import export_merged
+def _export(args, parser) -> int:
+    from speechbrain_mowe.deployment import export_merged, export_portable
 
     try:
-        path = export_merged(args.model, args.export_merged)
-    except (FileNotFoundError, ValueError) as err:
+        if args.export_merged:
+            written = export_merged(args.model, args.export_merged).parent
+        else:
+            written = export_portable(args.model, args.export)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         parser.exit(2, f"{parser.prog}: error: {one_line(err)}\n")
-    logger.info("Merged model written to %s", path.parent)
+    logger.info("%s model written to %s", "Merged" if args.export_merged else "Portable", written)
     return 0
 
 
@@ -290,8 +300,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_intermixed_args(argv)
     if args.debug:
         os.environ[DEBUG_VARIABLE] = "1"
-    if args.export_merged:
-        return _export_merged(args, parser)
+    if args.export_merged or args.export:
+        return _export(args, parser)
     if args.output is None:
         parser.error("the following arguments are required: --output")
     if args.batch_size < 1:

@@ -4,25 +4,35 @@ At the end of :func:`speechbrain_mowe.training.train_and_evaluate`, once
 the best checkpoint is loaded and tested, :func:`write_inference_folder`
 writes into the recipe's ``output_folder``::
 
-    inference.yaml   rebuilds the model and loads model.ckpt
-    model.ckpt       the model's trained parameters (the frozen ones, the
-                     base encoder's or the LLM's own weights, come from the
-                     model's sources)
+    inference.yaml             rebuilds the model and loads model.ckpt
+    model.ckpt                 the model's trained parameters
+    sources/<digest>/<key>/    every local source of the model (the converted
+                               Whisper, pre-trained encoders, the LLM's initial
+                               weights and tokenizer), hard-linked or copied,
+                               each file pinned by its SHA-256 in inference.yaml
 
+The folder is sealed: it answers as tested wherever it is moved or copied, and
+whatever happens to the files it was made from, or refuses to load in one
+line naming the file that is missing or changed (see
+:mod:`speechbrain_mowe.sealing`). Hub sources are pinned by their revision.
 :class:`speechbrain_mowe.inference.PretrainedAudioLLM` loads the folder with
 ``PretrainedAudioLLM.from_hparams(source=<output_folder>)``.
 ``inference.yaml`` is a HyperPyYAML file in SpeechBrain's layout::
 
-    format: 2                          # this layout
+    format: 3                          # this layout (2: unsealed, still read)
     model_family: tiny_mowe            # where the family came from (a name or a path)
-    model_sources:                     # the sources the family used (local paths absolute)
-        whisper_source: /models/whisper
+    model_sources:                     # relative: inside this folder; else a hub id
+        whisper_source: sources/5d1c0a93e2b4/whisper_source
         llm_source: meta-llama/Llama-3.2-1B-Instruct
+    source_checksums:                  # per local source, the SHA-256 of each file
+        whisper_source: {config.json: 9f2c..., model.safetensors: 41ab...}
+    hub_revisions: {llm_source: 4e20de362430cd3b72f300e6b0f18e50e7166e08}
     model_settings: {weak_dim: 32, top_k: 2, aux_weight: 0.1, long_audio: refuse}
     tasks: [asr, ast, er, aac]         # the router's task ids, in order
     answers:                           # per tested task, what inference needs
         asr: {instruction: Transcribe the speech., join: ' ', shortcut: transcribe_file}
         er: {instruction: 'Which emotion ...: neutral, happy, angry, sad.', join: null, ...}
+    training_data: {asr: 1000, er: 1000}  # training examples per source
     max_new_tokens: 200                # decoding
     num_beams: 1
     precision: bf16                    # the training's eval_precision
@@ -31,12 +41,13 @@ writes into the recipe's ``output_folder``::
     lora_scale: 1.0                    # factor of the LoRA scale (as tested)
     merged_lora: False                 # True: llm_source holds the LoRA merged in
     trained_in_stage: instruction_tuning  # with training stages: the stage of the model
+    model_folder: !PLACEHOLDER         # the folder itself (from_hparams gives it)
     model: !apply:speechbrain_mowe.families.load_family
         name: !ref <model_family>
-        sources: !ref <model_sources>
-        tasks: !ref <tasks>
-        settings: !ref <model_settings>
-        merged_lora: !ref <merged_lora>
+        sources: !apply:speechbrain_mowe.sealing.open_sources
+            folder: !ref <model_folder>
+            sources: !ref <model_sources>
+            ...
         text: |                        # the family file as it was when training built the model
             whisper_source: !PLACEHOLDER
             ...
@@ -63,22 +74,30 @@ from speechbrain.utils.checkpoints import DEFAULT_SAVE_HOOKS, get_default_hook
 from speechbrain_mowe.checkpointing import written_whole
 from speechbrain_mowe.lobes.mowe import MoWEEncoder
 from speechbrain_mowe.model import Decoding, MoWEAudioLLM
+from speechbrain_mowe.sealing import remove_stale_sources, seal_sources
 from speechbrain_mowe.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
 INFERENCE_YAML = "inference.yaml"
 MODEL_CHECKPOINT = "model.ckpt"
-#: The layout written here; folders of other layouts are refused by name.
-FOLDER_FORMAT = 2
+#: The layout written here (sealed sources).
+FOLDER_FORMAT = 3
+#: Layouts still read: 2 read its sources where they were, unpinned.
+READ_FORMATS = (2, 3)
 #: Longest audio read at once when no encoder has a window and no training
 #: clip tells (Whisper's window).
 DEFAULT_MAX_AUDIO_SECONDS = 30.0
 
 _MODEL = """
+model_folder: !PLACEHOLDER  # this folder: PretrainedAudioLLM.from_hparams gives it
 model: !apply:speechbrain_mowe.families.load_family
     name: !ref <model_family>
-    sources: !ref <model_sources>
+    sources: !apply:speechbrain_mowe.sealing.open_sources
+        folder: !ref <model_folder>
+        sources: !ref <model_sources>
+        checksums: !ref <source_checksums>
+        revisions: !ref <hub_revisions>
     tasks: !ref <tasks>
     settings: !ref <model_settings>
     merged_lora: !ref <merged_lora>
@@ -155,8 +174,10 @@ def write_inference_folder(
     stage: Optional[str] = None,
     lora_scale: float = 1.0,
     merged_lora: bool = False,
+    training_data: Optional[Mapping[str, int]] = None,
+    seal: str = "link",
 ) -> Optional[Path]:
-    """Writes ``inference.yaml`` and ``model.ckpt``.
+    """Writes ``inference.yaml``, ``model.ckpt`` and the sealed sources.
 
     Arguments
     ---------
@@ -182,6 +203,11 @@ def write_inference_folder(
         The factor of the LoRA scale inference uses (the one tested with).
     merged_lora : bool
         The model's ``llm_source`` holds the LoRA weights merged in.
+    training_data : mapping, optional
+        The number of training examples of each training source (the model card's).
+    seal : str
+        How local sources enter the folder: ``link`` (hard links where the
+        file system allows, else copies) or ``copy``.
 
     Returns
     -------
@@ -200,7 +226,7 @@ def write_inference_folder(
     >>> path = write_inference_folder(
     ...     tmp / "model", model, instructions={"asr": "Transcribe the speech."})
     >>> sorted(p.name for p in path.parent.iterdir())
-    ['inference.yaml', 'model.ckpt']
+    ['inference.yaml', 'model.ckpt', 'sources']
     """
     spec = model.built_from
     if spec is None:
@@ -218,6 +244,7 @@ def write_inference_folder(
     # Each file replaced whole: a kill while exporting leaves the previous export.
     with written_whole(folder / MODEL_CHECKPOINT) as temporary:
         save(model, temporary)
+    named, checksums, revisions = seal_sources(folder, spec.sources, seal)
     answers = {}
     for task, instruction in instructions.items():
         known = get_task(task)
@@ -231,7 +258,9 @@ def write_inference_folder(
     settings = {
         "format": FOLDER_FORMAT,
         "model_family": spec.family,
-        "model_sources": dict(spec.sources),
+        "model_sources": named,
+        "source_checksums": checksums,
+        "hub_revisions": revisions,
         "model_settings": dict(spec.settings),
         "tasks": list(spec.tasks),
         "answers": answers,
@@ -241,6 +270,7 @@ def write_inference_folder(
         "long_audio": long_audio,
         "lora_scale": float(lora_scale),
         "merged_lora": merged_lora,
+        "training_data": dict(training_data or {}),
     }
     if stage is not None:
         settings["trained_in_stage"] = stage
@@ -249,12 +279,13 @@ def write_inference_folder(
         "#   PretrainedAudioLLM.from_hparams(source=<this folder>)\n"
         "# or `speechbrain-mowe <this folder> --task asr audio.wav --output out.jsonl`.\n"
         f"# {MODEL_CHECKPOINT} holds the trained parameters; the frozen ones are read from\n"
-        "# model_sources (override them if those have moved).\n"
+        "# model_sources, inside this folder and checked against source_checksums.\n"
         + _dump(settings)
         + _MODEL.format(text="\n".join(" " * 8 + line for line in spec.text.splitlines()))
     )
     path = folder / INFERENCE_YAML
     with written_whole(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
+    remove_stale_sources(folder, named)
     logger.info("Model for inference written to %s", path)
     return path

@@ -26,6 +26,8 @@ silently.
 """
 
 import functools
+import json
+import logging
 import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
@@ -36,11 +38,18 @@ from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.data_utils import batch_pad_right
 
 from speechbrain_mowe.dataio import SAMPLE_RATE, load_audio
-from speechbrain_mowe.export import FOLDER_FORMAT, INFERENCE_YAML, MODEL_CHECKPOINT
+from speechbrain_mowe.export import (
+    FOLDER_FORMAT,
+    INFERENCE_YAML,
+    MODEL_CHECKPOINT,
+    READ_FORMATS,
+)
 from speechbrain_mowe.lobes.encoders import LONG_AUDIO_MODES
 from speechbrain_mowe.lobes.routers import DataIndependentRouter
 from speechbrain_mowe.model import Decoding
 from speechbrain_mowe.tasks import join_answers, registered_tasks
+
+logger = logging.getLogger(__name__)
 
 #: Samples of the frames whose energy places a cut (20 ms).
 CUT_FRAME = 320
@@ -144,9 +153,9 @@ def _local_folder(source) -> Optional[Path]:
     return None
 
 
-def _check_folder(folder: Path, hparams_file: str, overrides) -> None:
+def _check_folder(folder: Path, hparams_file: str, overrides) -> int:
     """Clear errors for a folder that lacks files, has another layout, or
-    names missing sources."""
+    names missing sources; returns its layout."""
     yaml_path = folder / hparams_file
     if not yaml_path.is_file():
         raise FileNotFoundError(
@@ -158,12 +167,12 @@ def _check_folder(folder: Path, hparams_file: str, overrides) -> None:
     with open(yaml_path, encoding="utf-8") as f:
         settings = YAML().load(f) or {}
     found = settings.get("format")
-    if found != FOLDER_FORMAT:
+    if found not in READ_FORMATS:
         raise ValueError(
             f"'{folder}' holds an inference folder of layout {found or 1} (mowe_encoder.ckpt, "
             f"projector.ckpt, llm.ckpt), written by an earlier speechbrain-mowe; this version "
-            f"reads layout {FOLDER_FORMAT} ({MODEL_CHECKPOINT}). Train again, or load it with "
-            "the version that wrote it"
+            f"reads layouts {', '.join(map(str, READ_FORMATS))} ({MODEL_CHECKPOINT}). Train "
+            "again, or load it with the version that wrote it"
         )
     if not (folder / MODEL_CHECKPOINT).is_file():
         raise FileNotFoundError(f"'{folder}' lacks {MODEL_CHECKPOINT} next to {hparams_file}")
@@ -176,6 +185,23 @@ def _check_folder(folder: Path, hparams_file: str, overrides) -> None:
                 f"{yaml_path} reads {key} from '{value}', which does not exist (moved?); "
                 f"give its new place with overrides={{'model_sources': {{'{key}': ...}}}}"
             )
+    if found != FOLDER_FORMAT:
+        logger.warning(
+            "%s is of layout %s: its sources (%s) are read where they were when it was "
+            "trained, unchecked; if one was made again since, its answers differ from its "
+            "tests. Models trained by this version keep their sources inside their folder",
+            yaml_path,
+            found,
+            ", ".join(f"{key}: {value}" for key, value in sources.items()),
+        )
+    return found
+
+
+def _with_folder(overrides, folder: Path):
+    """The loader's overrides plus ``model_folder`` (where the sources are sealed)."""
+    if overrides is None or isinstance(overrides, dict):
+        return {**(overrides or {}), "model_folder": str(folder)}
+    return f"{overrides}\nmodel_folder: {json.dumps(str(folder))}"
 
 
 class PretrainedAudioLLM(Pretrained):
@@ -242,14 +268,18 @@ class PretrainedAudioLLM(Pretrained):
 
         A local folder is read in place: nothing is copied, linked or written
         (it may be read-only), unless ``savedir`` asks for links to its files
-        there. The model's frozen parts are read from the ``model_sources``
-        of its ``inference.yaml``.
+        there. The model's frozen parts are read from the sources sealed in
+        the folder, each file checked against the SHA-256 its
+        ``inference.yaml`` pins (:func:`speechbrain_mowe.sealing.open_sources`):
+        a missing or changed one is a :class:`~speechbrain_mowe.sealing.SealError`
+        naming it. A hub repository is downloaded whole (or read from the hub
+        cache) first.
 
         Arguments
         ---------
         source : str or Path
-            The ``output_folder`` of a training run, or a hub repository
-            holding the same files.
+            The ``output_folder`` of a training run (or a copy of it, or its
+            portable export), or a hub repository holding the same files.
         hparams_file : str
             The YAML file in ``source``.
         savedir : str or Path, optional
@@ -264,9 +294,13 @@ class PretrainedAudioLLM(Pretrained):
         PretrainedAudioLLM
         """
         folder = _local_folder(source)
-        if folder is not None:
-            _check_folder(folder, hparams_file, kwargs.get("overrides"))
-            source = str(folder)
+        if folder is None:  # a hub repository: its files, sources included, are needed
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(str(source), revision=kwargs.pop("revision", None)))
+        if _check_folder(folder, hparams_file, kwargs.get("overrides")) == FOLDER_FORMAT:
+            kwargs["overrides"] = _with_folder(kwargs.get("overrides"), folder)
+        source = str(folder)
         model = super().from_hparams(source, hparams_file=hparams_file, savedir=savedir, **kwargs)
         model.lora_scale = getattr(model.hparams, "lora_scale", 1.0)
         return model

@@ -56,10 +56,15 @@ class GE2EEncoder(AudioEncoder):
 
     def __init__(self, weights: Optional[str] = None):
         super().__init__()
+        #: Where the weights come from (a model card names it; None: a file of the user's).
+        self.weights_origin = None
         if weights is None:
-            from speechbrain_mowe.weights import ge2e_weights  # reads files, loads no module
+            from speechbrain_mowe.weights import GE2E_SHA256, ge2e_weights  # loads no module
 
             weights = ge2e_weights()
+            self.weights_origin = (
+                f"resemblyzer==0.1.4 pretrained.pt (sha256 {GE2E_SHA256}), Apache-2.0"
+            )
         self.register_buffer(
             "filters",
             torchaudio.functional.melscale_fbanks(

@@ -16,7 +16,6 @@ generation settings, as a folder that ``from_pretrained`` and
 :class:`~speechbrain_mowe.lobes.WhisperEncoder` load like any Whisper checkpoint.
 """
 
-import hashlib
 import json
 import re
 import struct
@@ -25,6 +24,8 @@ from typing import BinaryIO, Dict, NamedTuple, Optional
 
 import numpy as np
 import torch
+
+from speechbrain_mowe.artifacts import sha256
 
 #: CTranslate2's data type codes.
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
@@ -104,15 +105,6 @@ def read_ctranslate2(path) -> CTranslate2Model:
             raise ValueError(f"{path} has bytes after its aliases: not a CTranslate2 model")
     variables.update({alias: variables[target] for alias, target in aliases.items()})
     return CTranslate2Model(spec, revision, variables, aliases)
-
-
-def sha256(path) -> str:
-    """The SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _split_attention(prefix: str, get, names, hf_prefix: str, state: Dict) -> None:

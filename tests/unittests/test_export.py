@@ -1,7 +1,9 @@
 """The inference folder: what inference.yaml records and how it rebuilds the model."""
 
 import logging
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,8 @@ from speechbrain_mowe.export import write_inference_folder
 from speechbrain_mowe.families import FAMILIES_FOLDER, load_family
 from speechbrain_mowe.inference import PretrainedAudioLLM
 from speechbrain_mowe.model import Decoding
+from speechbrain_mowe.sealing import SealError
+from speechbrain_mowe.tiny import make_tiny_llm
 
 
 def test_paths_are_made_absolute_and_settings_reach_the_family(
@@ -29,12 +33,19 @@ def test_paths_are_made_absolute_and_settings_reach_the_family(
         max_audio_seconds=12.0,
     )
     written = YAML().load((tmp_path / "run" / "inference.yaml").read_text())
-    assert written["format"] == 2
+    assert written["format"] == 3
     assert written["model_family"] == str(tmp_path / "family.yaml")
-    assert dict(written["model_sources"]) == {  # the sources the family uses
-        "whisper_source": str(tmp_path / "whisper"),
-        "llm_source": str(llama_dir),
-    }
+    sources = dict(written["model_sources"])  # the sources the family uses, sealed inside
+    assert sorted(sources) == ["llm_source", "whisper_source"]
+    originals = {"whisper_source": tmp_path / "whisper", "llm_source": Path(llama_dir)}
+    for key, original in originals.items():
+        sealed = tmp_path / "run" / sources[key]
+        assert sources[key].startswith("sources/") and sealed.is_dir()
+        files = sorted(p.relative_to(original).as_posix() for p in original.rglob("*")
+                       if p.is_file())  # fmt: skip
+        assert sorted(written["source_checksums"][key]) == files
+        for name in files:  # hard links: the same bytes, no disk used
+            assert (sealed / name).stat().st_ino == (original / name).stat().st_ino
     # Every setting's value, and the family file itself: later edits of the file
     # (or of its defaults) do not change the folder's model.
     assert dict(written["model_settings"]) == {
@@ -74,3 +85,95 @@ def test_a_folder_of_the_earlier_layout_is_refused_by_name(tmp_path):
         torch.save({}, tmp_path / f"{name}.ckpt")
     with pytest.raises(ValueError, match="layout 1 .* written by an earlier speechbrain-mowe"):
         PretrainedAudioLLM.from_hparams(source=tmp_path)
+
+
+def _trained(tmp_path, whisper_dir, llama_dir, seal="link"):
+    """A tiny model with random trained parts, its sources copied to ``tmp_path``,
+    written to ``tmp_path / "run"``; its answer to a clip."""
+    shutil.copytree(whisper_dir, tmp_path / "whisper")
+    shutil.copytree(llama_dir, tmp_path / "llm")
+    sources = {"whisper_source": tmp_path / "whisper", "llm_source": tmp_path / "llm"}
+    torch.manual_seed(0)
+    model = load_family("tiny_mowe", sources, tasks=["asr"])
+    write_inference_folder(tmp_path / "run", model, instructions={"asr": "Transcribe."},
+                           decoding=Decoding(max_new_tokens=6), seal=seal)  # fmt: skip
+    return tmp_path / "run"
+
+
+def _answer(folder, wavs):
+    loaded = PretrainedAudioLLM.from_hparams(source=folder)
+    return loaded.generate_batch(*wavs, "Transcribe.", tasks="asr")
+
+
+def test_a_sealed_folder_answers_the_same_moved_and_after_its_sources_change(
+    tmp_path, whisper_dir, llama_dir, wavs
+):
+    run = _trained(tmp_path, whisper_dir, llama_dir)
+    answers = _answer(run, wavs)
+    # The sources are made again in place (new files under the old names) ...
+    for original in (tmp_path / "llm").iterdir():
+        data = original.read_bytes()
+        original.unlink()
+        original.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    shutil.rmtree(tmp_path / "whisper")
+    # ... and the folder is moved: it still answers as it did.
+    moved = shutil.move(run, tmp_path / "elsewhere" / "model")
+    assert _answer(moved, wavs) == answers
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda file: file.write_bytes(file.read_bytes()[:-1] + b"x"),
+     r"{file} has changed since the model was trained: its sha256 is [0-9a-f]{{64}}, "
+     r"inference.yaml pins {checksum} \(source llm_source\)"),
+    (lambda file: file.unlink(),
+     r"{file} is missing: the model's source llm_source was sealed with it "
+     r"\(sha256 {checksum}\)"),
+])  # fmt: skip
+def test_a_changed_or_missing_source_file_is_refused_in_one_line(
+    tmp_path, whisper_dir, llama_dir, damage, message
+):
+    run = _trained(tmp_path, whisper_dir, llama_dir, seal="copy")
+    written = YAML().load((run / "inference.yaml").read_text())
+    name = "model.safetensors"
+    file = run / written["model_sources"]["llm_source"] / name
+    assert file.stat().st_nlink == 1  # copied, not linked
+    damage(file)
+    checksum = written["source_checksums"]["llm_source"][name]
+    with pytest.raises(SealError) as error:
+        PretrainedAudioLLM.from_hparams(source=run)
+    assert "\n" not in str(error.value)
+    assert re.fullmatch(message.format(file=re.escape(str(file)), checksum=checksum) + ".*",
+                        str(error.value))  # fmt: skip
+
+
+def test_writing_again_replaces_the_sealing_whole(tmp_path, whisper_dir, llama_dir, wavs):
+    run = _trained(tmp_path, whisper_dir, llama_dir)
+    first = {p.name for p in (run / "sources").iterdir()}
+    make_tiny_llm(tmp_path / "llm2", seed=5)
+    model = load_family("tiny_mowe", {"whisper_source": tmp_path / "whisper",
+                                      "llm_source": tmp_path / "llm2"}, tasks=["asr"])  # fmt: skip
+    write_inference_folder(run, model, instructions={"asr": "Transcribe."})
+    second = {p.name for p in (run / "sources").iterdir()}
+    assert len(first) == len(second) == 1 and first != second  # the old one removed
+    _answer(run, wavs)
+
+
+def test_a_folder_of_layout_2_still_loads_with_a_warning(
+    tmp_path, whisper_dir, llama_dir, wavs, caplog
+):
+    run = _trained(tmp_path, whisper_dir, llama_dir)
+    answers = _answer(run, wavs)
+    text = (run / "inference.yaml").read_text()
+    written = YAML().load(text)
+    sealed = {key: str(run / value) for key, value in written["model_sources"].items()}
+    # What version 2 wrote: absolute sources, no checksums, no model_folder.
+    head, model = text.split("model_folder: !PLACEHOLDER")[0], text.split("\nmodel:")[1]
+    head = head.replace("format: 3", "format: 2")
+    for key, value in written["model_sources"].items():
+        head = head.replace(f"{key}: {value}", f"{key}: {sealed[key]}")
+    model = re.sub(r"sources: !apply:speechbrain_mowe.sealing.open_sources\n(        .*\n)+",
+                   "sources: !ref <model_sources>\n", model)  # fmt: skip
+    (run / "inference.yaml").write_text(head + "model:" + model)
+    with caplog.at_level(logging.WARNING):
+        assert _answer(run, wavs) == answers
+    assert "is of layout 2: its sources" in caplog.text
