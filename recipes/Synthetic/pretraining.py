@@ -19,8 +19,9 @@ family loads it (frozen) with ``load_encoder``:
 And the language model, pre-trained on the corpus's training texts (answers
 and instructions) before it ever hears audio (:func:`pretrain_llm`).
 
-Each is made once per folder, and made again when its options or its training
-data change (a record of both is kept next to it).
+Each is made once, in a folder named after its options and training data
+(:func:`speechbrain_mowe.artifacts.prepared_artifact`): other options or
+data make a new one beside it, so a trained model's sources never change.
 """
 
 import abc
@@ -40,6 +41,7 @@ from speechbrain.utils.metric_stats import ErrorRateStats
 from synthetic_scenes import EVENT_PHRASES
 from torch import nn
 
+from speechbrain_mowe.artifacts import prepared_artifact
 from speechbrain_mowe.dataio import (
     DurationBatchSampler,
     EmptyBatch,
@@ -54,6 +56,9 @@ from speechbrain_mowe.lobes.sequence import align_frames, length_mask, masked_me
 from speechbrain_mowe.tiny import make_tiny_llm
 
 logger = logging.getLogger(__name__)
+
+#: The encoder's file in its folder.
+ENCODER_FILE = "encoder.ckpt"
 
 #: The event tags of the generated scenes (``kind`` or ``kind:detail``, as in
 #: the manifests' ``events`` column).
@@ -270,12 +275,9 @@ def _file_digest(paths: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def _done(record: Path, options: Mapping) -> bool:
-    return record.is_file() and json.loads(record.read_text())["options"] == options
-
-
 def pretrain_encoder(
-    save_folder: str,
+    encoders_folder: str,
+    name: str,
     objective: str,
     train_manifests: Mapping[str, str],
     valid_manifests: Mapping[str, str],
@@ -286,17 +288,24 @@ def pretrain_encoder(
     max_batch_duration: float = 60.0,
     seed: int = 0,
     run_opts: Optional[Dict] = None,
+    skip_prep: bool = False,
 ) -> Path:
     """Trains an encoder for one objective and saves it (the head dropped).
 
-    A second call with the same options and training data returns the saved
-    encoder at once; other options, or other data, train again.
+    The encoder goes to ``<encoders_folder>/<name>-<digest>/``, a folder named
+    after its options and training data (see
+    :func:`speechbrain_mowe.artifacts.prepared_artifact`): a second call with
+    the same options and data returns it at once, and other options, or other
+    data, train a new one beside it, never over it.
 
     Arguments
     ---------
-    save_folder : str
-        Receives ``encoder.ckpt`` (see :func:`~speechbrain_mowe.lobes.load_encoder`)
-        and ``pretraining.json`` (the options and the validation score).
+    encoders_folder : str
+        Receives the encoder's folder, holding ``encoder.ckpt`` (see
+        :func:`~speechbrain_mowe.lobes.load_encoder`) and ``pretraining.json``
+        (the options and the validation score).
+    name : str
+        The encoder's name (its folder's prefix).
     objective : str
         A name in :data:`OBJECTIVES`: ``ctc``, ``prosody`` or ``events``.
     train_manifests, valid_manifests : mapping
@@ -310,19 +319,18 @@ def pretrain_encoder(
         padded seconds).
     run_opts : dict, optional
         SpeechBrain run options (device, progress bar).
+    skip_prep : bool
+        Train nothing: the encoder must exist (else an error naming it).
 
     Returns
     -------
     Path
         The encoder file.
     """
-    folder = Path(save_folder)
-    path, record = folder / "encoder.ckpt", folder / "pretraining.json"
     options = {
         "objective": objective,
-        "train_manifests": dict(train_manifests),
-        # The manifests' contents: a corpus made again with other options
-        # (same file names) trains a new encoder.
+        # The manifests' contents, not their names: a corpus made with other
+        # options in the same place trains a new encoder.
         "train_sha1": _file_digest(train_manifests.values()),
         "encoder": {"name": encoder["name"], "config": dict(encoder.get("config") or {})},
         "number_of_epochs": number_of_epochs,
@@ -330,42 +338,60 @@ def pretrain_encoder(
         "max_batch_duration": max_batch_duration,
         "seed": seed,
     }
-    if path.is_file() and _done(record, options):
-        logger.info("%s encoder already pre-trained in %s", objective, folder)
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    target = OBJECTIVES[objective]()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        train, train_kwargs = _data(train_manifests, data_root, target, max_batch_duration,
-                                    True, seed)  # fmt: skip
-        target.prepare(train)
-        valid, valid_kwargs = _data(valid_manifests, data_root, target, max_batch_duration,
-                                    False, seed)  # fmt: skip
-        model = build_encoder(options["encoder"]["name"], **options["encoder"]["config"])
-        brain = PretrainingBrain(
-            modules={"encoder": model, "head": target.head(model.output_dim)},
-            opt_class=lambda params: torch.optim.Adam(params, lr=lr),
-            hparams={"objective": target},
-            run_opts=run_opts,
+
+    def make(folder: Path) -> None:
+        target = OBJECTIVES[objective]()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            train, train_kwargs = _data(
+                train_manifests, data_root, target, max_batch_duration, True, seed
+            )
+            target.prepare(train)
+            valid, valid_kwargs = _data(
+                valid_manifests, data_root, target, max_batch_duration, False, seed
+            )
+            model = build_encoder(options["encoder"]["name"], **options["encoder"]["config"])
+            brain = PretrainingBrain(
+                modules={"encoder": model, "head": target.head(model.output_dim)},
+                opt_class=lambda params: torch.optim.Adam(params, lr=lr),
+                hparams={"objective": target},
+                run_opts=run_opts,
+            )
+            brain.fit(
+                sb.utils.epoch_loop.EpochCounter(number_of_epochs),
+                train,
+                valid,
+                train_loader_kwargs=train_kwargs,
+                valid_loader_kwargs=valid_kwargs,
+            )
+        save_encoder(
+            folder / ENCODER_FILE,
+            brain.modules.encoder.cpu(),
+            encoder["name"],
+            **options["encoder"]["config"],
         )
-        brain.fit(
-            sb.utils.epoch_loop.EpochCounter(number_of_epochs),
-            train,
-            valid,
-            train_loader_kwargs=train_kwargs,
-            valid_loader_kwargs=valid_kwargs,
-        )
-    save_encoder(path, brain.modules.encoder.cpu(), encoder["name"], **options["encoder"]["config"])
-    result = {"options": options, "metric": target.metric, "valid_score": brain.valid_score}
-    record.write_text(json.dumps(result, indent=2) + "\n")
-    logger.info("%s encoder saved to %s (%s %.3f)", objective, path, target.metric,
-                brain.valid_score)  # fmt: skip
-    return path
+        result = {
+            "options": options,
+            "train_manifests": dict(train_manifests),
+            "metric": target.metric,
+            "valid_score": brain.valid_score,
+        }
+        (folder / "pretraining.json").write_text(json.dumps(result, indent=2) + "\n")
+        logger.info("%s encoder trained (%s %.3f)", objective, target.metric, brain.valid_score)
+
+    folder = prepared_artifact(
+        encoders_folder,
+        name,
+        options,
+        make,
+        skip_prep=skip_prep,
+        made_by="run train.py once without --skip_prep=True to pre-train it",
+    )
+    return folder / ENCODER_FILE
 
 
 def pretrain_llm(
-    save_folder: str,
+    llm_folder: str,
     tokenizer_texts: Sequence[str],
     training_texts: Sequence[str],
     config: Mapping,
@@ -373,17 +399,19 @@ def pretrain_llm(
     lr: float = 0.003,
     batch_size: int = 32,
     seed: int = 0,
+    skip_prep: bool = False,
 ) -> Path:
     """A small causal LM with a tokenizer trained on ``tokenizer_texts``, then
     (``number_of_epochs`` > 0) trained as a language model on ``training_texts``.
 
-    Made once per folder: made again when the options or the texts change.
+    Made once in ``<llm_folder>/llm-<digest>/``, a folder named after its
+    options and texts: other options or texts make a new one beside it.
 
     Arguments
     ---------
-    save_folder : str
-        Receives the LM and its tokenizer (``from_pretrained`` reads it) and
-        ``llm_options.json``.
+    llm_folder : str
+        Receives the LM's folder: the LM and its tokenizer (``from_pretrained``
+        reads it) and ``llm_options.json``.
     tokenizer_texts : sequence of str
         What the byte-level BPE tokenizer is trained on (the lexicon, so that
         most words are one token).
@@ -395,11 +423,11 @@ def pretrain_llm(
         ``num_layers``, ``vocab_size``, ``init_std``).
     number_of_epochs, lr, batch_size, seed
         Training (AdamW); 0 epochs leaves the LM random.
+    skip_prep : bool
+        Make nothing: the LM must exist (else an error naming it).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = Path(save_folder)
-    record = folder / "llm_options.json"
     options = {
         **dict(config),
         "seed": seed,
@@ -410,40 +438,54 @@ def pretrain_llm(
             "\n".join([*tokenizer_texts, "", *training_texts]).encode()
         ).hexdigest(),
     }
-    if _done(record, options):
-        return folder
-    make_tiny_llm(folder, corpus=tokenizer_texts, seed=seed, **config)
-    losses = []
-    if number_of_epochs > 0:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder)
-        ids = [
-            [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"],
-             tokenizer.eos_token_id]
-            for text in training_texts
-        ]  # fmt: skip
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-        generator = torch.Generator().manual_seed(seed)
-        model.train()
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            for epoch in range(number_of_epochs):
-                order = torch.randperm(len(ids), generator=generator).tolist()
-                total = 0.0
-                for start in range(0, len(order), batch_size):
-                    rows = [torch.tensor(ids[i]) for i in order[start : start + batch_size]]
-                    tokens = nn.utils.rnn.pad_sequence(
-                        rows, batch_first=True, padding_value=tokenizer.pad_token_id
-                    )
-                    mask = length_mask(torch.tensor([len(r) for r in rows]), tokens.shape[1])
-                    labels = tokens.masked_fill(~mask, -100)
-                    loss = model(input_ids=tokens, attention_mask=mask.long(), labels=labels).loss
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    total += loss.item() * len(rows)
-                losses.append(total / len(ids))
-                logger.info("LLM pre-training epoch %d: loss %.4f", epoch + 1, losses[-1])
-        model.save_pretrained(folder)
-    record.write_text(json.dumps({"options": options, "losses": losses}, indent=2) + "\n")
-    return folder
+
+    def make(folder: Path) -> None:
+        make_tiny_llm(folder, corpus=tokenizer_texts, seed=seed, **config)
+        losses = []
+        if number_of_epochs > 0:
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = AutoModelForCausalLM.from_pretrained(folder)
+            ids = [
+                [
+                    tokenizer.bos_token_id,
+                    *tokenizer(text, add_special_tokens=False)["input_ids"],
+                    tokenizer.eos_token_id,
+                ]
+                for text in training_texts
+            ]
+            optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+            generator = torch.Generator().manual_seed(seed)
+            model.train()
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                for epoch in range(number_of_epochs):
+                    order = torch.randperm(len(ids), generator=generator).tolist()
+                    total = 0.0
+                    for start in range(0, len(order), batch_size):
+                        rows = [torch.tensor(ids[i]) for i in order[start : start + batch_size]]
+                        tokens = nn.utils.rnn.pad_sequence(
+                            rows, batch_first=True, padding_value=tokenizer.pad_token_id
+                        )
+                        mask = length_mask(torch.tensor([len(r) for r in rows]), tokens.shape[1])
+                        labels = tokens.masked_fill(~mask, -100)
+                        loss = model(
+                            input_ids=tokens, attention_mask=mask.long(), labels=labels
+                        ).loss
+                        optimizer.zero_grad()
+                        loss.backward()
+                        optimizer.step()
+                        total += loss.item() * len(rows)
+                    losses.append(total / len(ids))
+                    logger.info("LLM pre-training epoch %d: loss %.4f", epoch + 1, losses[-1])
+            model.save_pretrained(folder)
+        record = {"options": options, "losses": losses}
+        (folder / "llm_options.json").write_text(json.dumps(record, indent=2) + "\n")
+
+    return prepared_artifact(
+        llm_folder,
+        "llm",
+        options,
+        make,
+        skip_prep=skip_prep,
+        made_by="run train.py once without --skip_prep=True to make it",
+    )

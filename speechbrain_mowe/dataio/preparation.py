@@ -37,6 +37,15 @@ REPORT_COLUMNS = ("split", "id", "path", "reason")
 _DETAILS = re.compile(r" \(.*\)$")
 
 
+class PreparedWithOtherOptions(ValueError):
+    """A folder already holds a finished preparation made with other options."""
+
+
+def _short(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class Preparation:
     """Skip check, report of left-out rows, manifests and counts of one preparation.
 
@@ -47,8 +56,11 @@ class Preparation:
     save_folder : str or Path
         Where manifests, options and the report go.
     options : dict
-        Everything that changes the output (JSON-serialisable). A later run
-        with different options prepares again.
+        Everything that changes the output (JSON-serialisable). A folder
+        prepared with other options is never written over: a run with
+        different options is refused, naming them (prepare into another
+        folder; see :func:`speechbrain_mowe.artifacts.artifact_folder` for
+        folders named after their options).
     manifests : dict
         Split name -> manifest file name inside ``save_folder``.
     min_duration : float
@@ -74,8 +86,11 @@ class Preparation:
     ['train', 'u2', '/data/u2.wav', 'empty transcript']
     >>> Preparation("toy", folder, {"seed": 1}, {"train": "train.csv"}).is_done()
     True
-    >>> Preparation("toy", folder, {"seed": 2}, {"train": "train.csv"}).is_done()
-    False
+    >>> other = Preparation("toy", folder, {"seed": 2}, {"train": "train.csv"})
+    >>> other.is_done()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+     ...
+    speechbrain_mowe.dataio.preparation.PreparedWithOtherOptions: toy: ...seed: 1 there, 2 here...
     """
 
     def __init__(
@@ -104,19 +119,32 @@ class Preparation:
         self.left_out: List[Dict[str, str]] = []
 
     def is_done(self) -> bool:
-        """True when every manifest exists and the options are unchanged.
+        """True when every manifest exists and the options are unchanged;
+        False when nothing was prepared (or a preparation was interrupted).
 
         Logs the counts of the earlier run when so; they are in ``counts``.
+
+        Raises
+        ------
+        PreparedWithOtherOptions
+            The folder holds a finished preparation with other options.
         """
         if not self.state_file.is_file() or not all(p.is_file() for p in self.manifests.values()):
             return False
         with open(self.state_file, encoding="utf-8") as f:
             state = json.load(f)
-        if state.get("options") != self.options:
-            logger.info(
-                "%s: options changed since the last preparation; preparing again", self.name
+        old = state.get("options") or {}
+        if old != self.options:
+            changed = ", ".join(
+                f"{key}: {_short(old.get(key))} there, {_short(self.options.get(key))} here"
+                for key in sorted(set(old) | set(self.options))
+                if old.get(key) != self.options.get(key)
             )
-            return False
+            raise PreparedWithOtherOptions(
+                f"{self.name}: {self.save_folder} was prepared with other options ({changed}); "
+                "it is never written over (a model trained on it may need it): prepare into "
+                "another folder, or remove this one"
+            )
         self.counts = state["counts"]
         logger.info(
             "%s: already prepared in %s (%s); skipping",

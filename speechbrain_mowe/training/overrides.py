@@ -149,8 +149,11 @@ def merge_into_null(hparams_file, overrides: str) -> str:
         defaults = yaml.load(f) or {}
     lines = []
     for key, value in given.items():
-        if isinstance(value, dict) and not _tagged(value) and key in defaults and (
-            defaults[key] is None
+        if (
+            isinstance(value, dict)
+            and not _tagged(value)
+            and key in defaults
+            and (defaults[key] is None)
         ):
             lines.append(f"{key}: !new:dict [{json.dumps(value)}]\n")
         else:

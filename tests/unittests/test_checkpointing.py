@@ -52,10 +52,14 @@ def test_a_checkpoint_is_written_under_a_hidden_name_and_renamed_whole(tmp_path,
     assert all(path.parent == saved.path for path in saved.paramfiles.values())
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda ckpt: (ckpt / "CKPT.yaml").write_text(""), "its CKPT.yaml is truncated"),
-    (lambda ckpt: (ckpt / "CKPT.yaml").write_bytes(b"unixtime: [1,"), "its CKPT.yaml does not read"),
-])  # fmt: skip
+TRUNCATED = (lambda ckpt: (ckpt / "CKPT.yaml").write_text(""), "its CKPT.yaml is truncated")
+UNREADABLE = (
+    lambda ckpt: (ckpt / "CKPT.yaml").write_bytes(b"unixtime: [1,"),
+    "its CKPT.yaml does not read",
+)
+
+
+@pytest.mark.parametrize("damage, reason", [TRUNCATED, UNREADABLE])
 def test_a_checkpoint_whose_meta_does_not_read_is_an_error_naming_it(tmp_path, damage, reason):
     older, newer = _two_checkpoints(tmp_path)
     damage(older.path)  # not even the newest: which one recovery would choose is unknown
@@ -68,8 +72,8 @@ def test_a_checkpoint_whose_meta_does_not_read_is_an_error_naming_it(tmp_path, d
 def test_the_chosen_checkpoint_lacking_a_recoverable_is_an_error_not_another_one(tmp_path):
     older, newer = _two_checkpoints(tmp_path)
     (newer.path / "layer.ckpt").unlink()
-    with pytest.raises(CheckpointError, match=f"The checkpoint {re.escape(str(newer.path))} has no file for "
-                                              r"\['layer'\]"):  # fmt: skip
+    named = f"The checkpoint {re.escape(str(newer.path))} has no file for " + r"\['layer'\]"
+    with pytest.raises(CheckpointError, match=named):
         _recovered_weight(tmp_path)
 
 
@@ -81,7 +85,8 @@ def test_a_checkpoint_chosen_by_a_key_loads_or_raises(tmp_path):
     oldest = checkpointer.save_checkpoint(meta={"age": 2})
     checkpointer.add_recoverable("counter", counter)
     checkpointer.save_checkpoint(meta={"age": 1})
-    with pytest.raises(CheckpointError, match=f"{re.escape(str(oldest.path))} has no file for \\['counter'\\]"):
+    named = re.escape(f"{oldest.path} has no file for ['counter']")
+    with pytest.raises(CheckpointError, match=named):
         checkpointer.recover_if_possible(importance_key=lambda ckpt: ckpt.meta["age"])
     assert checkpointer.recover_if_possible(min_key="age").meta["age"] == 1
 
@@ -90,8 +95,8 @@ def test_a_checkpoint_whose_file_fails_to_load_is_an_error_naming_it(tmp_path):
     older, newer = _two_checkpoints(tmp_path)
     data = (newer.path / "layer.ckpt").read_bytes()
     (newer.path / "layer.ckpt").write_bytes(data[: len(data) // 2])  # damaged after writing
-    with pytest.raises(CheckpointError, match=f"The checkpoint {re.escape(str(newer.path))} that recovery chose "
-                                              "does not load"):  # fmt: skip
+    named = re.escape(f"The checkpoint {newer.path} that recovery chose does not load")
+    with pytest.raises(CheckpointError, match=named):
         _recovered_weight(tmp_path)
     assert newer.path.exists() and older.path.exists()  # nothing deleted
 

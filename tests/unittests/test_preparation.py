@@ -4,7 +4,7 @@ import pytest
 from fixture_corpora import read_report, read_rows, tone
 
 from speechbrain_mowe.dataio import Preparation, audio_info, manifest_row, save_audio
-from speechbrain_mowe.dataio.preparation import run_from_command_line
+from speechbrain_mowe.dataio.preparation import PreparedWithOtherOptions, run_from_command_line
 
 
 def rows(folder, *ids):
@@ -14,17 +14,31 @@ def rows(folder, *ids):
 def test_an_interrupted_preparation_is_never_taken_for_a_finished_one(tmp_path):
     manifests = {"train": "train.csv", "test": "test.csv"}
     first = Preparation("toy", tmp_path, {"lowercase": False}, manifests)
+    assert not first.is_done()
     first.write("train", rows(tmp_path, "a"))
-    first.write("test", rows(tmp_path, "b"))
-    first.finish()
-    assert Preparation("toy", tmp_path, {"lowercase": False}, manifests).is_done()
-    # a run with other options dies after its first manifest ...
-    second = Preparation("toy", tmp_path, {"lowercase": True}, manifests)
-    assert not second.is_done()
-    second.write("train", rows(tmp_path, "c"))
-    # ... so the old options no longer match a complete, consistent set of files
-    assert not Preparation("toy", tmp_path, {"lowercase": False}, manifests).is_done()
+    # a run dies after its first manifest: nothing is finished ...
     assert not Preparation("toy", tmp_path, {"lowercase": True}, manifests).is_done()
+    second = Preparation("toy", tmp_path, {"lowercase": True}, manifests)
+    second.write("train", rows(tmp_path, "c"))
+    second.write("test", rows(tmp_path, "d"))
+    second.finish()
+    assert Preparation("toy", tmp_path, {"lowercase": True}, manifests).is_done()
+
+
+def test_a_finished_preparation_is_never_written_over_with_other_options(tmp_path):
+    manifests = {"train": "train.csv"}
+    first = Preparation("toy", tmp_path, {"lowercase": False, "splits": ["a"]}, manifests)
+    first.write("train", rows(tmp_path, "a"))
+    first.finish()
+    before = (tmp_path / "train.csv").read_bytes()
+    other = Preparation("toy", tmp_path, {"lowercase": True, "splits": ["a"]}, manifests)
+    with pytest.raises(
+        PreparedWithOtherOptions,
+        match=r"toy: .* was prepared with other options "
+        r"\(lowercase: false there, true here\)",
+    ):
+        other.is_done()  # fmt: skip
+    assert (tmp_path / "train.csv").read_bytes() == before
 
 
 def test_repeated_ids_are_reported_not_written(tmp_path):

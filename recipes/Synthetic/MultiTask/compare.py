@@ -201,18 +201,19 @@ def main(argv):
     ``compare_seeds``, and compares them."""
     start = time.time()
     settings, run_opts, _ = setup_experiment(argv, folder_key="experiment_folder")
-    # The corpus, encoders and LLM the systems share are made once, first.
-    run_on_main(train.prepare_experiment, args=[settings, run_opts])
-    prepared = time.time() - start
-    ignored = ("--model_family", "--model_settings", "--seed", "--system", "--output_folder")
-    others = [arg for arg in argv if not arg.startswith(ignored)]
-    tasks, seeds = settings["tasks"], list(settings["compare_seeds"])
-    runs: Dict[str, Dict[int, Dict]] = {}
     unknown = [name for name in settings["compare_systems"] if name not in settings["systems"]]
     if unknown:
         raise ValueError(
             f"compare_systems names {unknown}, not in systems {list(settings['systems'])}"
         )
+    # The corpus, encoders and LLM the systems share are made once, first.
+    families = [settings["systems"][name]["family"] for name in settings["compare_systems"]]
+    run_on_main(train.prepare_experiment, args=[settings, run_opts], kwargs={"families": families})
+    prepared = time.time() - start
+    ignored = ("--model_family", "--model_settings", "--seed", "--system", "--output_folder")
+    others = [arg for arg in argv if not arg.startswith(ignored)]
+    tasks, seeds = settings["tasks"], list(settings["compare_seeds"])
+    runs: Dict[str, Dict[int, Dict]] = {}
     for system in settings["compare_systems"]:
         spec = settings["systems"][system]
         for seed in seeds:
