@@ -28,10 +28,12 @@ To run::
 import csv
 import functools
 import sys
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from speechbrain.utils.distributed import run_on_main
 
+from speechbrain_mowe.artifacts import MissingArtifactError
 from speechbrain_mowe.errors import run_main
 from speechbrain_mowe.families import family_keys, family_path
 from speechbrain_mowe.training import (
@@ -93,6 +95,18 @@ def prepare_experiment(
     """
     skip_prep = hparams["skip_prep"] if skip_prep is None else skip_prep
     corpus, tasks = hparams["corpus_folder"], hparams["tasks"]
+    needed = needed_sources(families or [hparams["model_family"]])
+    encoders = {}  # the encoders the families read, with the tasks they learn from
+    for name, spec in hparams["pretrained_encoders"].items():
+        key = f"{name}_checkpoint"
+        if key in needed:
+            encoders[name] = [task for task in spec["tasks"] if task in tasks]
+            if not encoders[name]:
+                raise ValueError(
+                    f"The pre-trained encoder '{name}' ({key}) learns from the clips of "
+                    f"{spec['tasks']}, none of which is in tasks {list(tasks)}: add one of "
+                    f"them to --tasks, or choose a model family without {key}"
+                )
     prepare_synthetic(
         corpus,
         train_size=hparams["train_size"],
@@ -102,20 +116,16 @@ def prepare_experiment(
         seed=hparams["experiment_seed"],
         skip_prep=skip_prep,
     )
-    needed = needed_sources(families or [hparams["model_family"]])
+    missing = [path for path in hparams["train_data"].values() if not Path(path).is_file()]
+    if missing:
+        raise MissingArtifactError(
+            f"synthetic corpus: {corpus} was never made (skip_prep is True) for these "
+            f"options (it lacks {missing[0]}); run once without --skip_prep=True to make it"
+        )
     sources = {}
-    for name, spec in hparams["pretrained_encoders"].items():
-        key = f"{name}_checkpoint"
-        if key not in needed:
-            continue
-        learns_from = [task for task in spec["tasks"] if task in tasks]
-        if not learns_from:
-            raise ValueError(
-                f"The pre-trained encoder '{name}' ({key}) learns from the clips of "
-                f"{spec['tasks']}, none of which is in tasks {list(tasks)}: add one of them to "
-                f"--tasks, or choose a model family without {key}"
-            )
-        sources[key] = str(
+    for name, learns_from in encoders.items():
+        spec = hparams["pretrained_encoders"][name]
+        sources[f"{name}_checkpoint"] = str(
             pretrain_encoder(
                 hparams["encoders_folder"],
                 name,
