@@ -13,7 +13,7 @@ from speechbrain_mowe.export import write_inference_folder
 from speechbrain_mowe.families import FAMILIES_FOLDER, load_family
 from speechbrain_mowe.inference import PretrainedAudioLLM
 from speechbrain_mowe.model import Decoding
-from speechbrain_mowe.sealing import SealError
+from speechbrain_mowe.sealing import SealError, open_sources, seal_sources
 from speechbrain_mowe.tiny import make_tiny_llm
 
 
@@ -177,3 +177,20 @@ def test_a_folder_of_layout_2_still_loads_with_a_warning(
     with caplog.at_level(logging.WARNING):
         assert _answer(run, wavs) == answers
     assert "is of layout 2: its sources" in caplog.text
+
+
+def test_a_hub_source_is_pinned_by_its_cached_revision(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    (repo / "snapshots" / revision / "config.json").write_text("{}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    named, checksums, revisions = seal_sources(tmp_path / "run", {"llm_source": "org/tiny"})
+    assert named == {"llm_source": "org/tiny"} and checksums == {}
+    assert revisions == {"llm_source": revision}
+    opened = open_sources(tmp_path / "run", named, checksums, revisions)
+    assert Path(opened["llm_source"]) == repo / "snapshots" / revision
