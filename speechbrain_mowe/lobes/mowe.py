@@ -237,7 +237,9 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
             )  # fmt: skip
             block = index if self.weak_fusion == "concat" else 0
             gate = gates[rows, index].to(feats.dtype)[:, None, None]
-            weak[:, :, block] = weak[:, :, block].index_add(0, rows, feats * gate)
+            # Under autocast the projection gives bf16/fp16: summed in the base's dtype.
+            gated = (feats * gate).to(weak.dtype)
+            weak[:, :, block] = weak[:, :, block].index_add(0, rows, gated)
         fused = torch.cat([base_feats, weak.flatten(2)], dim=-1)
         aux = routing.aux_loss if routing is not None else zero
         return MoWEOutput(fused, base_lens, aux, routing)

@@ -161,6 +161,7 @@ def test_loading_writes_nothing_and_uses_the_strict_hooks(run, tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()
     shutil.copy(out / "inference.yaml", copy / "inference.yaml")
+    shutil.copytree(out / "sources", copy / "sources")
     torch.save({}, copy / "model.ckpt")
     with pytest.raises(KeyError, match="lacks .* trainable entries of MoWEAudioLLM"):
         PretrainedAudioLLM.from_hparams(source=copy)

@@ -160,3 +160,24 @@ def test_cached_expert_features_stand_in_for_frozen_experts(wavs):
     trained = _mowe(top_k=2)  # weak encoders that train cannot be read from a cache
     with pytest.raises(ValueError, match="weak_outputs can only stand in for frozen"):
         trained(*wavs, weak_outputs=computed)
+
+
+def test_bf16_autocast_gives_the_fp32_features_to_rounding():
+    """A base whose features stay fp32 under autocast (as Whisper's do on a GPU)
+    while the experts' projections give bf16: they are summed in fp32."""
+
+    class Fp32Base(TinyConvEncoder):
+        def forward(self, wavs, wav_lens):
+            feats, lens = super().forward(wavs, wav_lens)
+            return feats.float(), lens
+
+    torch.manual_seed(0)
+    base = Fp32Base(channels=(16, 32), strides=(2, 1))
+    mowe = MoWEEncoder(base, _pool(), DataDependentRouter(32, 3, top_k=2), weak_dim=12).eval()
+    batch, rel_lens = _tones()
+    with torch.no_grad():
+        exact = mowe(batch, rel_lens).feats
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded = mowe(batch, rel_lens).feats
+    assert rounded.dtype == exact.dtype == torch.float32
+    assert torch.allclose(rounded, exact, atol=0.05 * exact.abs().max().item())
