@@ -29,6 +29,7 @@ def test_help(script):
     ("loss_memory.py", ["--vocab=2000", "--repeats=1", "--audio_frames=50"], 2),
     ("whisper_padding.py", ["--repeats=1", "--seconds", "1", "2"], 2),
     ("generation.py", ["--repeats=1", "--batch", "1", "2", "--tokens=5"], 6),
+    ("gpu.py", ["--smallest"], 38),  # 7 tables: 9 + 6 + 2 + 3 + 4 + 6 + 2 rows, 6 more headers
     ("feature_cache.py", ["--repeats=1", "--clips=8", "--seconds=1"], 4),
     ("merged_decoding.py", ["--repeats=1", "--tokens=5"], 4),
     ("training_step.py", ["--repeats=1", "--batch", "1", "2", "--seconds=1"], 10),
