@@ -380,7 +380,7 @@ def test_the_merged_folder_gives_the_same_answers_without_lora(run, model, tmp_p
     merged_folder = tmp_path / "merged"
     assert main([str(out), "--export_merged", str(merged_folder)]) == 0
     text = (merged_folder / "inference.yaml").read_text()
-    assert "merged_lora: true" in text and str(merged_folder / "llm") in text
+    assert "merged_lora: true" in text and "    llm_source: llm\n" in text  # inside the folder
     saved = torch.load(merged_folder / "model.ckpt", weights_only=True)
     assert saved and not any("lora_" in key for key in saved)
     merged = PretrainedAudioLLM.from_hparams(source=merged_folder)
