@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Dict, Mapping, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -159,3 +159,18 @@ def prepared_artifact(
         shutil.rmtree(partial, ignore_errors=True)
     logger.info("%s: made in %s", kind, folder)
     return folder
+
+
+def artifact_record(path) -> Optional[Dict[str, Any]]:
+    """The record (kind and options) of the artifact a path lies in: a folder
+    made by :func:`prepared_artifact`, or a file directly inside one; else None.
+
+    Example
+    -------
+    >>> folder = prepared_artifact(getfixture("tmp_path"), "toy", {"n": 1}, lambda f: None)
+    >>> artifact_record(folder)
+    {'kind': 'toy', 'options': {'n': 1}}
+    """
+    path = Path(path)
+    record = (path if path.is_dir() else path.parent) / RECORD
+    return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None

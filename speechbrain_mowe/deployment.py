@@ -36,7 +36,6 @@ from typing import Dict, List, Mapping, Optional
 import torch
 
 from speechbrain_mowe import __version__
-from speechbrain_mowe.artifacts import RECORD
 from speechbrain_mowe.export import MODEL_CHECKPOINT, write_inference_folder
 from speechbrain_mowe.inference import PretrainedAudioLLM
 
@@ -112,14 +111,19 @@ def _rewrite(
         precision=getattr(hparams, "precision", "fp32"),
         max_audio_seconds=hparams.max_audio_seconds,
         stage=getattr(hparams, "trained_in_stage", None),
-        lora_scale=loaded.lora_scale,
+        lora_scale=1.0 if merged_lora else loaded.lora_scale,  # merged: no adapters left
         merged_lora=merged_lora or getattr(hparams, "merged_lora", False),
         training_data=getattr(hparams, "training_data", None),
         seal=seal,
+        source_origins={  # a replaced source is no longer what made the old one
+            key: made
+            for key, made in (getattr(hparams, "source_origins", None) or {}).items()
+            if key not in (sources or {})
+        },
     )
 
 
-def test_metrics(folder) -> Dict[str, Dict]:
+def tested_metrics(folder) -> Dict[str, Dict]:
     """The ``metrics.json`` of each test set a training run scored in ``folder``
     (``test_results/<name>/``), or those a portable export kept."""
     folder = Path(folder)
@@ -131,15 +135,13 @@ def test_metrics(folder) -> Dict[str, Dict]:
     }
 
 
-def _origin(key: str, value: str, hparams) -> List[str]:
+def _origin(key: str, value, hparams) -> List[str]:
     """What the model card says of a source: where it came from and its licence."""
     revision = (getattr(hparams, "hub_revisions", None) or {}).get(key)
     if revision:
         return [f"hub repository `{value}` at revision `{revision}`", "see its own model card"]
-    path = Path(value)
-    record = (path if path.is_dir() else path.parent) / RECORD
-    if record.is_file():
-        made = json.loads(record.read_text(encoding="utf-8"))
+    made = (getattr(hparams, "source_origins", None) or {}).get(key)
+    if made:
         options = made.get("options", {})
         described = ", ".join(
             f"{k}: {v}" for k, v in options.items() if k in ("package", "sha256", "objective")
@@ -149,7 +151,7 @@ def _origin(key: str, value: str, hparams) -> List[str]:
         )
         licence = options.get("licence") or "made by the recipe: this project's (Apache-2.0)"
         return [origin, licence]
-    return [f"`{path.name}`", "not recorded: check where it came from"]
+    return [f"`{Path(str(value)).name}`", "not recorded: check where it came from"]
 
 
 def model_card(folder, name: Optional[str] = None) -> str:
@@ -159,7 +161,7 @@ def model_card(folder, name: Optional[str] = None) -> str:
     loaded = PretrainedAudioLLM.from_hparams(source=folder)
     hparams, model = loaded.hparams, loaded.mods.model
     spec = model.built_from
-    name = name or Path(folder).resolve().name
+    name = name or "/".join(Path(folder).resolve().parts[-2:])
     lines = [
         f"# {name}",
         "",
@@ -184,7 +186,7 @@ def model_card(folder, name: Optional[str] = None) -> str:
     else:
         lines.append("Not recorded in this folder.")
     lines += ["", "## Test results", ""]
-    results = test_metrics(folder)
+    results = tested_metrics(folder)
     if results:
         lines += [
             "| test set | dataset | task | examples | metric | value |",
@@ -218,8 +220,7 @@ def model_card(folder, name: Optional[str] = None) -> str:
     lines += [f"| {key} | {value} |" for key, value in spec.settings.items()]
     lines += ["", "## Sources and licences", "", "| source | origin | licence |", "|---|---|---|"]
     for key, value in hparams.model_sources.items():
-        sealed = Path(folder) / str(value)
-        origin, licence = _origin(key, str(sealed) if sealed.exists() else str(value), hparams)
+        origin, licence = _origin(key, value, hparams)
         lines.append(f"| {key} | {origin} | {licence} |")
     for module in model.modules():  # weights the family reads from installed packages
         if getattr(module, "weights_origin", None):
@@ -248,7 +249,8 @@ def export_portable(source, target, name: Optional[str] = None) -> Path:
     target : str or Path
         A new folder (an existing non-empty one is refused).
     name : str, optional
-        The model card's title (default: the source folder's name).
+        The model card's title (default: the source folder's last two names,
+        e.g. ``mowe_hybrid/seed_1``).
 
     Returns
     -------
@@ -277,9 +279,9 @@ def export_portable(source, target, name: Optional[str] = None) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     try:
         _rewrite(loaded, source, partial, seal="copy")
-        metrics = test_metrics(source)
+        metrics = tested_metrics(source)
         (partial / TEST_METRICS).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        card = model_card(partial, name or Path(source).resolve().name)
+        card = model_card(partial, name or "/".join(Path(source).resolve().parts[-2:]))
         (partial / "README.md").write_text(card, encoding="utf-8")
         if target.exists():
             target.rmdir()

@@ -27,6 +27,8 @@ line naming the file that is missing or changed (see
     source_checksums:                  # per local source, the SHA-256 of each file
         whisper_source: {config.json: 9f2c..., model.safetensors: 41ab...}
     hub_revisions: {llm_source: 4e20de362430cd3b72f300e6b0f18e50e7166e08}
+    source_origins:                    # what made each local source (its prepared.json)
+        whisper_source: {kind: whisper_tiny_en, options: {package: ..., licence: ...}}
     model_settings: {weak_dim: 32, top_k: 2, aux_weight: 0.1, long_audio: refuse}
     tasks: [asr, ast, er, aac]         # the router's task ids, in order
     answers:                           # per tested task, what inference needs
@@ -63,6 +65,7 @@ every trainable parameter is there.
 import io
 import logging
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, Iterable, Mapping, Optional, Sequence
@@ -71,6 +74,7 @@ from ruamel.yaml import YAML
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.checkpoints import DEFAULT_SAVE_HOOKS, get_default_hook
 
+from speechbrain_mowe.artifacts import artifact_record
 from speechbrain_mowe.checkpointing import written_whole
 from speechbrain_mowe.lobes.mowe import MoWEEncoder
 from speechbrain_mowe.model import Decoding, MoWEAudioLLM
@@ -176,6 +180,7 @@ def write_inference_folder(
     merged_lora: bool = False,
     training_data: Optional[Mapping[str, int]] = None,
     seal: str = "link",
+    source_origins: Optional[Mapping[str, Mapping]] = None,
 ) -> Optional[Path]:
     """Writes ``inference.yaml``, ``model.ckpt`` and the sealed sources.
 
@@ -208,6 +213,10 @@ def write_inference_folder(
     seal : str
         How local sources enter the folder: ``link`` (hard links where the
         file system allows, else copies) or ``copy``.
+    source_origins : mapping, optional
+        What made each source, where its files no longer tell (a folder being
+        exported again); a source made by
+        :func:`~speechbrain_mowe.artifacts.prepared_artifact` tells by itself.
 
     Returns
     -------
@@ -244,6 +253,10 @@ def write_inference_folder(
     # Each file replaced whole: a kill while exporting leaves the previous export.
     with written_whole(folder / MODEL_CHECKPOINT) as temporary:
         save(model, temporary)
+    origins = dict(source_origins or {})  # what made each local source, for the model card
+    for key, value in spec.sources.items():
+        if isinstance(value, str) and os.path.exists(value) and artifact_record(value):
+            origins[key] = artifact_record(value)
     named, checksums, revisions = seal_sources(folder, spec.sources, seal)
     answers = {}
     for task, instruction in instructions.items():
@@ -261,6 +274,7 @@ def write_inference_folder(
         "model_sources": named,
         "source_checksums": checksums,
         "hub_revisions": revisions,
+        "source_origins": origins,
         "model_settings": dict(spec.settings),
         "tasks": list(spec.tasks),
         "answers": answers,
