@@ -123,7 +123,7 @@ def _rewrite(
     )
 
 
-def tested_metrics(folder) -> Dict[str, Dict]:
+def folder_metrics(folder) -> Dict[str, Dict]:
     """The ``metrics.json`` of each test set a training run scored in ``folder``
     (``test_results/<name>/``), or those a portable export kept."""
     folder = Path(folder)
@@ -186,7 +186,7 @@ def model_card(folder, name: Optional[str] = None) -> str:
     else:
         lines.append("Not recorded in this folder.")
     lines += ["", "## Test results", ""]
-    results = tested_metrics(folder)
+    results = folder_metrics(folder)
     if results:
         lines += [
             "| test set | dataset | task | examples | metric | value |",
@@ -279,7 +279,7 @@ def export_portable(source, target, name: Optional[str] = None) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     try:
         _rewrite(loaded, source, partial, seal="copy")
-        metrics = tested_metrics(source)
+        metrics = folder_metrics(source)
         (partial / TEST_METRICS).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         card = model_card(partial, name or "/".join(Path(source).resolve().parts[-2:]))
         (partial / "README.md").write_text(card, encoding="utf-8")
