@@ -102,7 +102,7 @@ from speechbrain_mowe.lobes import (
 from speechbrain_mowe.lobes.language_model import answer_token_losses
 from speechbrain_mowe.lobes.sequence import to_absolute
 from speechbrain_mowe.model import MoWEAudioLLM
-from speechbrain_mowe.tiny import HUBERT_BASE_SHAPE, WHISPER_SHAPES, make_tiny_tokenizer
+from speechbrain_mowe.tiny import HUBERT_BASE_SHAPE, WHISPER_SHAPES, make_tiny_tokenizer, ssl_config
 
 SECTIONS = ("machine", "train_1b", "attention", "generate", "train_8b")
 #: The router's tasks, with an instruction and an answer each (a batch cycles through them).
@@ -286,21 +286,9 @@ def hubert_source(
     folder: Path, hidden_size: int, num_layers: int, heads: int, ffn_dim: int, conv_channels: int
 ) -> str:
     """A HuBERT source without weights (as :func:`speechbrain_mowe.tiny.make_tiny_ssl`)."""
-    from transformers import HubertConfig, Wav2Vec2FeatureExtractor
+    from transformers import Wav2Vec2FeatureExtractor
 
-    config = HubertConfig(
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=heads,
-        intermediate_size=ffn_dim,
-        conv_dim=(conv_channels,) * 7,
-        conv_stride=(5, 2, 2, 2, 2, 2, 2),
-        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        num_conv_pos_embeddings=8 if hidden_size < 256 else 128,
-        num_conv_pos_embedding_groups=2 if hidden_size < 256 else 16,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-    )
+    config = ssl_config("Hubert", hidden_size, num_layers, heads, ffn_dim, conv_channels)
     config.save_pretrained(folder)
     Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)
     return mark_random(folder)

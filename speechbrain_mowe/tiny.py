@@ -208,6 +208,35 @@ HUBERT_BASE_SHAPE = {"hidden_size": 768, "num_layers": 12, "heads": 12, "ffn_dim
                      "conv_channels": 512}  # fmt: skip
 
 
+def ssl_config(
+    family: str, hidden_size: int, num_layers: int, heads: int, ffn_dim: int, conv_channels: int
+):
+    """The transformers config of a wav2vec 2.0-family model (``Hubert``,
+    ``WavLM``, ``Wav2Vec2``) with the real models' 7-layer convolutional front
+    end (320x downsampling, 50 frames/s), layer-normalised.
+
+    Example
+    -------
+    >>> ssl_config("Hubert", **HUBERT_BASE_SHAPE).conv_dim[0]
+    512
+    """
+    import transformers
+
+    return getattr(transformers, f"{family}Config")(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn_dim,
+        conv_dim=(conv_channels,) * 7,
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        num_conv_pos_embeddings=8 if hidden_size < 256 else 128,
+        num_conv_pos_embedding_groups=2 if hidden_size < 256 else 16,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+    )
+
+
 def make_tiny_ssl(
     save_dir: str,
     family: str = "Hubert",
@@ -243,19 +272,7 @@ def make_tiny_ssl(
     """
     import transformers
 
-    config = getattr(transformers, f"{family}Config")(
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=heads,
-        intermediate_size=ffn_dim,
-        conv_dim=(conv_channels,) * 7,
-        conv_stride=(5, 2, 2, 2, 2, 2, 2),
-        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        num_conv_pos_embeddings=8 if hidden_size < 256 else 128,
-        num_conv_pos_embedding_groups=2 if hidden_size < 256 else 16,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-    )
+    config = ssl_config(family, hidden_size, num_layers, heads, ffn_dim, conv_channels)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         getattr(transformers, f"{family}Model")(config).save_pretrained(save_dir)
