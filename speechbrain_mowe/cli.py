@@ -9,6 +9,7 @@
     speechbrain-mowe MODEL_FOLDER --lora_scale 0.5 --task asr a.wav --output out.jsonl
     speechbrain-mowe MODEL_FOLDER --export_merged MERGED_FOLDER   # LoRA merged in
     speechbrain-mowe MODEL_FOLDER --export SHARED_FOLDER   # self-contained, with a model card
+    speechbrain-mowe probe --family whisper_mowe --sources "{...}" --folder CORPUS --tasks er
     speechbrain-mowe MODEL_FOLDER --benchmark mmau --manifest mmau-test-mini.json \\
         --data_root /data/mmau --output answers.jsonl --benchmark_output mmau_predictions.json
 
@@ -348,7 +349,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def run() -> int:
     """The ``speechbrain-mowe`` command: :func:`main`, with an error the user
-    caused in one line (:func:`speechbrain_mowe.errors.run_main`)."""
+    caused in one line (:func:`speechbrain_mowe.errors.run_main`);
+    ``speechbrain-mowe probe ...`` is :mod:`speechbrain_mowe.probe`'s command."""
+    if sys.argv[1:2] == ["probe"] and not Path("probe").exists():
+        from speechbrain_mowe.probe import main as probe
+
+        run_main(probe, sys.argv[2:])
+        return 0
     return run_main(main)
 
 
