@@ -171,11 +171,19 @@ def test_feature_cache_gives_the_same_losses(tmp_path, corpus, whisper_dir, llam
     assert brain.feature_caches["base"].hits == 4 * len(ANSWERS)
 
 
-def test_bf16_autocast_trains_with_finite_losses(tmp_path, corpus, whisper_dir, llama_dir):
-    Recording.steps = []
-    _run(tmp_path, corpus, whisper_dir, llama_dir, Recording, number_of_epochs=1,
-         precision="bf16", eval_precision="bf16")  # fmt: skip
-    assert Recording.steps and all(torch.isfinite(torch.tensor(s[2])) for s in Recording.steps)
+def test_bf16_autocast_gives_the_fp32_losses_to_rounding(tmp_path, corpus, whisper_dir, llama_dir):
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        Recording.steps = []
+        _run(tmp_path / precision, corpus, whisper_dir, llama_dir, Recording, number_of_epochs=2,
+             precision=precision, eval_precision=precision)  # fmt: skip
+        losses[precision] = [loss for *_, loss in Recording.steps]
+    assert len(losses["bf16"]) == len(losses["fp32"]) > 2
+    assert all(torch.isfinite(torch.tensor(losses["bf16"])))
+    # bf16 keeps 8 bits of mantissa (about 0.4% per rounding) and the runs drift
+    # apart as they train: over these 8 steps the largest relative difference
+    # measured here was 1.6% (the last step); the tolerance is 5%.
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
 
 
 def test_fused_adamw_and_gradient_checkpointing_give_the_same_losses(
