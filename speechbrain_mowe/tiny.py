@@ -320,3 +320,89 @@ def make_tiny_beats(path, seed: int = 0) -> str:
         beats.BEATsConfig = default_config
     torch.save({"cfg": TINY_BEATS_CONFIG, "model": weights}, path)
     return str(path)
+
+
+def make_tiny_gguf(path, seed: int = 0) -> str:
+    """Writes a tiny random Llama with its BPE tokenizer and chat template as
+    a GGUF file, as llama.cpp lays it out (its q/k rows permuted for its
+    rotary embedding), to test GGUF conversion without a real checkpoint.
+
+    Returns the file's path; the model it was written from is ``make_tiny_llm``'s
+    with the same ``seed``, saved next to it in ``<path>.source/``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = make_tiny_gguf(Path(tempfile.mkdtemp()) / "tiny.gguf")
+    >>> open(path, "rb").read(4)
+    b'GGUF'
+    """
+    import json
+    from pathlib import Path
+
+    import gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    source = make_tiny_llm(f"{path}.source", family="llama", seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source)
+    config = model.config
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    tokens = [token for token, _ in sorted(spec["model"]["vocab"].items(), key=lambda kv: kv[1])]
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * len(tokens))
+    writer.add_token_merges([" ".join(merge) for merge in spec["model"]["merges"]])
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_chat_template(tokenizer.chat_template)
+
+    def rotary_rows(weight, heads):  # llama.cpp's layout of q and k
+        rows = weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:])
+        return rows.swapaxes(1, 2).reshape(weight.shape)
+
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    parts = {
+        "input_layernorm": "attn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "post_attention_layernorm": "ffn_norm",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
+    for layer in range(config.num_hidden_layers):
+        for ours, theirs in parts.items():
+            names[f"model.layers.{layer}.{ours}.weight"] = f"blk.{layer}.{theirs}.weight"
+    for name, value in model.state_dict().items():
+        weight = value.float().numpy()
+        if name.endswith("q_proj.weight"):
+            weight = rotary_rows(weight, config.num_attention_heads)
+        elif name.endswith("k_proj.weight"):
+            weight = rotary_rows(weight, config.num_key_value_heads)
+        writer.add_tensor(names[name], weight.copy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return str(path)

