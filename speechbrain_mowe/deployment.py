@@ -36,6 +36,7 @@ from typing import Dict, List, Mapping, Optional
 import torch
 
 from speechbrain_mowe import __version__
+from speechbrain_mowe.artifacts import artifact_record
 from speechbrain_mowe.export import MODEL_CHECKPOINT, write_inference_folder
 from speechbrain_mowe.inference import PretrainedAudioLLM
 
@@ -106,7 +107,7 @@ def _rewrite(
     return write_inference_folder(
         target,
         model,
-        instructions={task: answer["instruction"] for task, answer in hparams.answers.items()},
+        instructions=dict(hparams.answers),  # a recipe's own tasks need no registration
         decoding=loaded.decoding,
         precision=getattr(hparams, "precision", "fp32"),
         max_audio_seconds=hparams.max_audio_seconds,
@@ -135,12 +136,16 @@ def folder_metrics(folder) -> Dict[str, Dict]:
     }
 
 
-def _origin(key: str, value, hparams) -> List[str]:
-    """What the model card says of a source: where it came from and its licence."""
+def _origin(key: str, value, folder: Path, hparams) -> List[str]:
+    """What the model card says of a source: where it came from and its licence
+    (what ``inference.yaml`` recorded, or the record a sealed folder holds)."""
     revision = (getattr(hparams, "hub_revisions", None) or {}).get(key)
     if revision:
         return [f"hub repository `{value}` at revision `{revision}`", "see its own model card"]
-    made = (getattr(hparams, "source_origins", None) or {}).get(key)
+    sealed = folder / str(value)
+    made = (getattr(hparams, "source_origins", None) or {}).get(key) or (
+        artifact_record(sealed) if sealed.exists() else None
+    )
     if made:
         options = made.get("options", {})
         described = ", ".join(
@@ -220,7 +225,7 @@ def model_card(folder, name: Optional[str] = None) -> str:
     lines += [f"| {key} | {value} |" for key, value in spec.settings.items()]
     lines += ["", "## Sources and licences", "", "| source | origin | licence |", "|---|---|---|"]
     for key, value in hparams.model_sources.items():
-        origin, licence = _origin(key, value, hparams)
+        origin, licence = _origin(key, value, Path(folder), hparams)
         lines.append(f"| {key} | {origin} | {licence} |")
     for module in model.modules():  # weights the family reads from installed packages
         if getattr(module, "weights_origin", None):

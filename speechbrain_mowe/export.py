@@ -68,7 +68,7 @@ import math
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 from ruamel.yaml import YAML
 from speechbrain.dataio.dataset import DynamicItemDataset
@@ -171,7 +171,7 @@ def write_inference_folder(
     folder,
     model: MoWEAudioLLM,
     *,
-    instructions: Mapping[str, str],
+    instructions: Mapping[str, Any],
     decoding: Decoding = Decoding(),
     precision: str = "fp32",
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
@@ -193,7 +193,10 @@ def write_inference_folder(
         records how); a model built otherwise cannot be rebuilt, so nothing
         is written and a warning says why.
     instructions : mapping
-        The evaluation instruction of each task the model answers.
+        The evaluation instruction of each task the model answers (how its
+        long answers join and its shortcut come from the task's registration),
+        or its whole entry as an inference folder's ``answers`` holds it
+        (``instruction``, ``join``, ``shortcut``: needs no registration).
     decoding : Decoding
         The decoding settings.
     precision : str
@@ -260,12 +263,15 @@ def write_inference_folder(
     named, checksums, revisions = seal_sources(folder, spec.sources, seal)
     answers = {}
     for task, instruction in instructions.items():
-        known = get_task(task)
-        answers[task] = {
-            "instruction": instruction,
-            "join": known.join,
-            "shortcut": known.shortcut,
-        }
+        if isinstance(instruction, Mapping):  # as an inference folder holds it
+            answers[task] = {key: instruction[key] for key in ("instruction", "join", "shortcut")}
+        else:
+            known = get_task(task)
+            answers[task] = {
+                "instruction": instruction,
+                "join": known.join,
+                "shortcut": known.shortcut,
+            }
     encoders = [model.mowe_encoder.base, *model.mowe_encoder.weak_pool]
     long_audio = "chunk" if any(e.long_audio == "chunk" for e in encoders) else "refuse"
     settings = {

@@ -194,3 +194,19 @@ def test_a_hub_source_is_pinned_by_its_cached_revision(tmp_path, monkeypatch):
     assert revisions == {"llm_source": revision}
     opened = open_sources(tmp_path / "run", named, checksums, revisions)
     assert Path(opened["llm_source"]) == repo / "snapshots" / revision
+
+
+def test_a_task_the_exporting_process_does_not_know_is_exported_as_it_was_written(
+    tmp_path, whisper_dir, llama_dir
+):
+    from speechbrain_mowe.deployment import export_portable
+
+    model = load_family("tiny_mowe", {"whisper_source": whisper_dir, "llm_source": llama_dir})
+    recipe_task = {"instruction": "Is it a man?", "join": None, "shortcut": "classify_sex_file"}
+    instructions = {"asr": "Transcribe.", "sex": recipe_task}
+    write_inference_folder(tmp_path / "run", model, instructions=instructions)
+    shared = export_portable(tmp_path / "run", tmp_path / "shared")
+    written = YAML().load((shared / "inference.yaml").read_text())
+    assert dict(written["answers"]["sex"]) == recipe_task
+    card = (shared / "README.md").read_text()
+    assert "| sex | Is it a man? |" in card and "model.classify_sex_file(" in card
