@@ -22,7 +22,7 @@ import time
 import torch
 from timing import SHAPES, random_whispers, ratio, span, summary, table, write_json
 
-from speechbrain_mowe.training import FeatureCache
+from speechbrain_mowe.dataio import FeatureCache
 
 EPOCHS = ("online", "cache: first epoch (writes)", "cache: from disk", "cache: from memory")
 

@@ -43,12 +43,11 @@ import torch
 from speechbrain.utils.data_utils import batch_pad_right
 from tqdm import tqdm
 
-from speechbrain_mowe.dataio import load_audio, load_manifest
+from speechbrain_mowe.dataio import FeatureCache, load_audio, load_manifest
 from speechbrain_mowe.dataio.manifest import check_columns
 from speechbrain_mowe.errors import run_main
 from speechbrain_mowe.lobes.encoders import AudioEncoder, build_encoder, load_encoder
 from speechbrain_mowe.lobes.sequence import length_mask, to_absolute
-from speechbrain_mowe.training.feature_cache import FeatureCache
 
 logger = logging.getLogger(__name__)
 

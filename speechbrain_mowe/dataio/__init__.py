@@ -1,4 +1,4 @@
-"""Data: audio reading, manifests, preparation, pipelines, sampling."""
+"""Data: audio reading, manifests, preparation, pipelines, sampling, the feature cache."""
 
 from speechbrain_mowe.dataio.audio import (
     SAMPLE_RATE,
@@ -8,6 +8,7 @@ from speechbrain_mowe.dataio.audio import (
     load_audio,
     save_audio,
 )
+from speechbrain_mowe.dataio.feature_cache import FeatureCache, encoder_fingerprint
 from speechbrain_mowe.dataio.manifest import (
     COLUMNS,
     REQUIRED_COLUMNS,
@@ -46,6 +47,8 @@ __all__ = [
     "audio_info",
     "load_audio",
     "save_audio",
+    "FeatureCache",
+    "encoder_fingerprint",
     "COLUMNS",
     "REQUIRED_COLUMNS",
     "ManifestError",

@@ -189,7 +189,7 @@ class MoWEEncoder(TrainableStateMixin, nn.Module):
         base_output : (torch.Tensor, torch.Tensor), optional
             The frozen base encoder's ``(feats, lens)`` for these waveforms,
             computed earlier (e.g. read from a
-            :class:`~speechbrain_mowe.training.FeatureCache`); the base
+            :class:`~speechbrain_mowe.dataio.FeatureCache`); the base
             encoder is then not run.
         weak_outputs : sequence, optional
             Per expert, its ``(feats, lens)`` for the whole batch computed

@@ -20,7 +20,6 @@ from speechbrain_mowe.training.experiment import (
     task_manifests,
     train_and_evaluate,
 )
-from speechbrain_mowe.training.feature_cache import FeatureCache
 from speechbrain_mowe.training.tally import EpochTally
 
 __all__ = [
@@ -41,6 +40,5 @@ __all__ = [
     "split_manifests",
     "task_manifests",
     "train_and_evaluate",
-    "FeatureCache",
     "EpochTally",
 ]

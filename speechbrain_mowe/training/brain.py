@@ -40,12 +40,11 @@ import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
 
-from speechbrain_mowe.dataio import DurationBatchSampler, EmptyBatch
+from speechbrain_mowe.dataio import DurationBatchSampler, EmptyBatch, FeatureCache
 from speechbrain_mowe.model import Decoding, ModelOutput, MoWEAudioLLM
 from speechbrain_mowe.tasks import get_task
 from speechbrain_mowe.training.distributed import all_reduce_sum, gather_objects
 from speechbrain_mowe.training.evaluation import Evaluation, EvaluationResult
-from speechbrain_mowe.training.feature_cache import FeatureCache
 from speechbrain_mowe.training.tally import EpochTally
 
 logger = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ class MoWEBrain(sb.Brain):
     - ``scorer_options``: ``{task: {option: value}}`` for the tasks' scorers;
     - ``cache_features``, ``feature_cache_folder``: cache the features of the
       frozen encoders, the base and the frozen weak encoders
-      (:class:`~speechbrain_mowe.training.FeatureCache`), also in memory when
+      (:class:`~speechbrain_mowe.dataio.FeatureCache`), also in memory when
       ``feature_cache_in_memory``;
     - ``lr_annealing``: a SpeechBrain scheduler called with the optimizer
       after each optimizer step;

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from speechbrain_mowe.dataio.feature_cache import FeatureCache, encoder_fingerprint
 from speechbrain_mowe.lobes import TinyConvEncoder, WhisperEncoder
-from speechbrain_mowe.training.feature_cache import FeatureCache, encoder_fingerprint
 
 
 def _frozen(module):
