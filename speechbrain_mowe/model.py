@@ -70,7 +70,8 @@ class ModelOutput(NamedTuple):
     loss : torch.Tensor
         The training objective: ``answer_loss + aux_weight * aux_loss``.
     answer_loss : torch.Tensor
-        Mean next-token cross-entropy over the answer tokens of the batch.
+        Mean next-token cross-entropy of the answers: over the batch's answer
+        tokens, or as ``loss_normalisation`` says (:func:`answer_loss`).
     answer_sums : torch.Tensor
         ``[b]`` summed answer cross-entropy of each example.
     answer_tokens : torch.Tensor
@@ -87,6 +88,64 @@ class ModelOutput(NamedTuple):
     answer_tokens: torch.Tensor
     aux_loss: torch.Tensor
     audio: AudioEmbeddings
+
+
+#: How :func:`answer_loss` averages the answer tokens' cross-entropy.
+LOSS_NORMALISATIONS = ("token", "example", "task")
+
+
+def answer_loss(
+    sums: torch.Tensor,
+    tokens: torch.Tensor,
+    task_ids: Optional[torch.Tensor] = None,
+    normalisation: str = "token",
+) -> torch.Tensor:
+    """A batch's answer loss from each example's summed cross-entropy.
+
+    - ``token``: the mean over every answer token of the batch (each token
+      weighs the same, so a task with long answers, e.g. transcripts, takes
+      most of the gradient from one with one-word labels);
+    - ``example``: the mean over examples of each example's mean token loss;
+    - ``task``: the mean over the batch's tasks of each task's mean token loss
+      (needs ``task_ids``).
+
+    Arguments
+    ---------
+    sums, tokens : torch.Tensor
+        ``[b]`` summed answer cross-entropy and answer tokens of each example
+        (:func:`~speechbrain_mowe.lobes.language_model.answer_token_losses`).
+    task_ids : torch.Tensor, optional
+        ``[b]`` task of each example.
+    normalisation : str
+        One of :data:`LOSS_NORMALISATIONS`.
+
+    Example
+    -------
+    >>> sums, tokens = torch.tensor([8.0, 1.0, 3.0]), torch.tensor([8, 1, 1])
+    >>> [round(float(answer_loss(sums, tokens, torch.tensor([0, 1, 1]), n)), 4)
+    ...  for n in LOSS_NORMALISATIONS]
+    [1.2, 1.6667, 1.5]
+    >>> answer_loss(sums, tokens, normalisation="task")
+    Traceback (most recent call last):
+     ...
+    ValueError: normalisation='task' needs the task_ids of the examples
+    """
+    if normalisation not in LOSS_NORMALISATIONS:
+        raise ValueError(
+            f"normalisation must be one of {', '.join(LOSS_NORMALISATIONS)}, got {normalisation!r}"
+        )
+    tokens = tokens.to(sums.dtype)
+    if normalisation == "token":
+        return sums.sum() / tokens.sum().clamp(min=1)
+    if normalisation == "example":
+        return (sums / tokens.clamp(min=1)).mean()
+    if task_ids is None:
+        raise ValueError("normalisation='task' needs the task_ids of the examples")
+    task_ids = task_ids.to(sums.device)
+    present, index = torch.unique(task_ids, return_inverse=True)
+    task_sums = sums.new_zeros(len(present)).index_add_(0, index, sums)
+    task_tokens = tokens.new_zeros(len(present)).index_add_(0, index, tokens)
+    return (task_sums / task_tokens.clamp(min=1)).mean()
 
 
 class MoWEAudioLLM(TrainableStateMixin, nn.Module):
@@ -215,6 +274,8 @@ class MoWEAudioLLM(TrainableStateMixin, nn.Module):
         task_ids: Optional[torch.Tensor] = None,
         base_output: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
         weak_outputs: Optional[Sequence[Optional[Tuple[torch.Tensor, torch.Tensor]]]] = None,
+        *,
+        loss_normalisation: str = "token",
     ) -> ModelOutput:
         """Teacher-forced losses of a batch.
 
@@ -228,6 +289,9 @@ class MoWEAudioLLM(TrainableStateMixin, nn.Module):
         prefix, suffix, answer : (torch.Tensor, torch.Tensor)
             Token ids with relative lengths (see
             :meth:`~speechbrain_mowe.lobes.LanguageModel.tokenize_prompts`).
+        loss_normalisation : str
+            How :attr:`ModelOutput.answer_loss` averages the answer tokens:
+            ``token``, ``example`` or ``task`` (see :func:`answer_loss`).
         """
         audio = self.encode_audio(
             wavs, wav_lens, task_ids, base_output, weak_outputs, (prefix, suffix)
@@ -235,10 +299,10 @@ class MoWEAudioLLM(TrainableStateMixin, nn.Module):
         out = self.llm(audio.embeds, audio.lens, prefix, suffix, answer)
         with torch.autocast(out.logits.device.type, enabled=False):
             sums, tokens = answer_token_losses(out.logits, out.labels)
-            answer_loss = sums.sum() / tokens.sum().clamp(min=1)
+            loss_of_answers = answer_loss(sums, tokens, task_ids, loss_normalisation)
             aux_loss = audio.encoded.aux_loss.float()
-            loss = answer_loss + self.aux_weight * aux_loss
-        return ModelOutput(loss, answer_loss, sums, tokens, aux_loss, audio)
+            loss = loss_of_answers + self.aux_weight * aux_loss
+        return ModelOutput(loss, loss_of_answers, sums, tokens, aux_loss, audio)
 
     @torch.no_grad()
     def generate(

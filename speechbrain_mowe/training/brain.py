@@ -41,7 +41,7 @@ from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, registe
 from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
 
 from speechbrain_mowe.dataio import DurationBatchSampler, EmptyBatch, FeatureCache
-from speechbrain_mowe.model import Decoding, ModelOutput, MoWEAudioLLM
+from speechbrain_mowe.model import LOSS_NORMALISATIONS, Decoding, ModelOutput, MoWEAudioLLM
 from speechbrain_mowe.tasks import get_task
 from speechbrain_mowe.training.distributed import all_reduce_sum, gather_objects
 from speechbrain_mowe.training.evaluation import Evaluation, EvaluationResult
@@ -97,6 +97,9 @@ class MoWEBrain(sb.Brain):
       harnesses' formats (:mod:`speechbrain_mowe.benchmark_formats`);
     - ``test_lora_scale``: the factor of the LoRA scale when testing
       (default 1; see :attr:`~speechbrain_mowe.lobes.LanguageModel.lora_scale`);
+    - ``loss_normalisation``: how the answer loss averages the answer tokens
+      of a batch, in training and validation: ``token`` (the default), ``example``
+      or ``task`` (see :func:`~speechbrain_mowe.model.answer_loss`);
     - ``stage_name``: the training stage, named in the log
       (:mod:`~speechbrain_mowe.training.stages`).
 
@@ -122,6 +125,12 @@ class MoWEBrain(sb.Brain):
         given = {key: getattr(self.hparams, key) for key in ("max_new_tokens", "num_beams")
                  if hasattr(self.hparams, key)}  # fmt: skip
         self.decoding = Decoding(**given)
+        self.loss_normalisation = getattr(self.hparams, "loss_normalisation", "token")
+        if self.loss_normalisation not in LOSS_NORMALISATIONS:
+            raise ValueError(
+                f"loss_normalisation must be one of {', '.join(LOSS_NORMALISATIONS)}, "
+                f"got {self.loss_normalisation!r}"
+            )
         self.evaluation = None
         self.test_results: Dict[str, EvaluationResult] = {}
 
@@ -200,7 +209,7 @@ class MoWEBrain(sb.Brain):
         task_ids = torch.as_tensor(batch.task_id, device=self.device)
         return model(
             wavs, wav_lens, batch.prefix, batch.suffix, batch.answer_tokens, task_ids,
-            base_output, weak_outputs,
+            base_output, weak_outputs, loss_normalisation=self.loss_normalisation,
         )  # fmt: skip
 
     def compute_objectives(self, predictions: ModelOutput, batch, stage) -> torch.Tensor:
