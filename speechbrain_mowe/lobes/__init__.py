@@ -3,6 +3,7 @@
 Importing this package registers the built-in encoders by name.
 """
 
+from speechbrain_mowe.lobes.crepe import CrepeEncoder
 from speechbrain_mowe.lobes.encoders import (
     ENCODERS,
     AudioEncoder,
@@ -48,6 +49,7 @@ __all__ = [
     "BEATsEncoder",
     "DataDependentRouter",
     "DataIndependentRouter",
+    "CrepeEncoder",
     "GE2EEncoder",
     "FrameStackProjector",
     "HuBERTEncoder",

