@@ -12,6 +12,13 @@ penalty chosen on the validation split; the test accuracy is reported. The
 base concatenated with each weak encoder shows what that encoder adds over
 the base. Nothing is random but the optional subsampling (``seed``).
 
+A trained model is probed the same way at the point where its LLM reads the
+audio (``--model <trained folder>``: the projector's output, routed for each
+task as the model routes it, :class:`WhatTheLLMReads`). Where the frozen
+encoders hold a task and those embeddings do not, the front end lost it in
+training; where the embeddings hold it and the model's answers do not, the
+LLM does not read it.
+
 From the command line (``speechbrain-mowe probe`` or ``python -m speechbrain_mowe.probe``)::
 
     python -m speechbrain_mowe.probe --family whisper_mowe \\
@@ -25,6 +32,9 @@ From the command line (``speechbrain-mowe probe`` or ``python -m speechbrain_mow
         --manifest er:train=er_train.csv --manifest er:valid=er_valid.csv \\
         --manifest er:test=er_test.csv --data_root /data --output probe.json
 
+    python -m speechbrain_mowe.probe --model results/Synthetic/1986/base_only/seed_1 \
+        --folder results/Synthetic/1986/corpus/synthetic-466df24a7b7c --tasks er speaker_sex
+
 prints a Markdown table (test accuracy %, per task and encoder, with chance)
 and writes it with every figure to ``--output`` (JSON) and ``<output>.md``.
 
@@ -37,7 +47,7 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import torch
 from speechbrain.utils.data_utils import batch_pad_right
@@ -147,6 +157,59 @@ def encode(
     return torch.stack(result)
 
 
+class WhatTheLLMReads(torch.nn.Module):
+    """A trained model's audio embeddings for one task, as its LLM reads them.
+
+    An encoder for :func:`encode`: the MoWE encoder and the projector of
+    ``model``, routed with ``task`` (and, for a router that reads the
+    instruction, the task's evaluation instruction).
+
+    Arguments
+    ---------
+    model : speechbrain_mowe.model.MoWEAudioLLM
+        The trained model.
+    task : str
+        The task whose routing (and instruction) the embeddings get.
+    instruction : str, optional
+        The instruction, for a router that reads it.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain_mowe.lobes import LanguageModel, MoWEEncoder, SequenceCNNProjector
+    >>> from speechbrain_mowe.lobes import TinyConvEncoder
+    >>> from speechbrain_mowe.model import MoWEAudioLLM
+    >>> from speechbrain_mowe.tiny import make_tiny_llm
+    >>> llm = LanguageModel(make_tiny_llm(tempfile.mkdtemp()))
+    >>> model = MoWEAudioLLM(MoWEEncoder(TinyConvEncoder(), []),
+    ...                      SequenceCNNProjector(64, llm.embedding_dim, 4), llm, tasks=["asr"])
+    >>> reads = WhatTheLLMReads(model, "asr")
+    >>> embeds, lens = reads(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
+    >>> embeds.shape[0], embeds.shape[2] == llm.embedding_dim, [round(x, 2) for x in lens.tolist()]
+    (2, True, [1.0, 0.57])
+    """
+
+    def __init__(self, model, task: str, instruction: Optional[str] = None):
+        super().__init__()
+        self.model = model
+        self.task = task
+        self.instruction = instruction
+
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor):
+        """``[b, t, llm width]`` embeddings and their relative lengths."""
+        count = wavs.shape[0]
+        task_ids = self.model.task_ids([self.task] * count) if self.model.tasks else None
+        prompt = None
+        if self.model.mowe_encoder.reads_instruction:
+            if self.instruction is None:
+                raise ValueError(
+                    f"this model's router reads the instruction: give the one of task {self.task}"
+                )
+            prompt = self.model.llm.tokenize_prompts([self.instruction] * count)
+        audio = self.model.encode_audio(wavs, wav_lens, task_ids, prompt=prompt)
+        return audio.embeds, audio.lens
+
+
 class Probe(NamedTuple):
     """A fitted probe: its penalty and accuracies (%)."""
 
@@ -239,6 +302,7 @@ def probe_encoders(
     cache_folder=None,
     device: str = "cpu",
     steps: int = 100,
+    task_encoders: Optional[Mapping[str, Callable[[str], torch.nn.Module]]] = None,
 ) -> Dict:
     """Probes every encoder (and the base with each other encoder) on every task.
 
@@ -255,6 +319,10 @@ def probe_encoders(
         How features are computed (see :func:`encode`).
     steps : int
         L-BFGS iterations per fit.
+    task_encoders : mapping, optional
+        Name -> a function of the task giving its encoder, for features that
+        depend on the task (:class:`WhatTheLLMReads`); never cached, never
+        concatenated with the base.
 
     Returns
     -------
@@ -262,22 +330,25 @@ def probe_encoders(
         ``{"tasks": {task: {"chance": %, "majority": %, "examples": {...},
         "probes": {name: {"c", "valid", "test"}}}}, "encoders": [...]}``.
     """
-    results = {"encoders": list(encoders), "base": base, "tasks": {}}
+    task_encoders = task_encoders or {}
+    results = {"encoders": [*encoders, *task_encoders], "base": base, "tasks": {}}
     for task, splits in tasks.items():
         labels = {split: splits[split].labels for split in SPLITS}
+        built = [(name, encoder, cache_folder) for name, encoder in encoders.items()]
+        built += [(name, make(task), None) for name, make in task_encoders.items()]
         feats = {
             name: {
                 split: encode(
                     encoder,
                     splits[split],
                     batch_size,
-                    cache_folder,
+                    cache,
                     device,
                     desc=f"{task} {split}: {name}",
                 )
                 for split in SPLITS
             }
-            for name, encoder in encoders.items()
+            for name, encoder, cache in built
         }
         if base is not None:
             for name in [n for n in encoders if n != base]:
@@ -331,6 +402,20 @@ def markdown(results: Mapping) -> str:
     return "\n".join(lines)
 
 
+def _trained_model(folder: str) -> Dict[str, Callable[[str], torch.nn.Module]]:
+    """``--model``: what a trained folder's LLM reads, per task."""
+    from speechbrain_mowe.inference import PretrainedAudioLLM
+
+    pretrained = PretrainedAudioLLM.from_hparams(source=folder)
+    model = pretrained.mods.model
+
+    def reads(task: str) -> WhatTheLLMReads:
+        instruction = pretrained.instruction(task) if model.mowe_encoder.reads_instruction else None
+        return WhatTheLLMReads(model, task, instruction)
+
+    return {"model": reads}
+
+
 def _encoders(args, parser) -> Dict[str, AudioEncoder]:
     """The encoders of the command line: a family's base and pool, and ``--encoder``s."""
     encoders = {}
@@ -353,8 +438,10 @@ def _encoders(args, parser) -> Dict[str, AudioEncoder]:
         else:
             registered, _, config = spec.partition(":")
             encoders[name] = build_encoder(registered, **(json.loads(config) if config else {}))
-    if not encoders:
-        parser.error("give encoders: --family (with --sources) and/or --encoder NAME=...")
+    if not encoders and not args.model:
+        parser.error(
+            "give encoders: --family (with --sources), --encoder NAME=... and/or --model FOLDER"
+        )
     return encoders
 
 
@@ -413,6 +500,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         'NAME=<registered name>[:{"json": "config"}]',
     )
     parser.add_argument(
+        "--model", help="a trained folder: probes what its LLM reads (the projector's output)"
+    )
+    parser.add_argument(
         "--base", help="the encoder concatenated with each other one (default with --family: base)"
     )
     parser.add_argument("--folder", help="a corpus folder with <task>_<split>.csv manifests")
@@ -431,8 +521,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     base = args.base or ("base" if args.family else None)
     if base is not None and base not in encoders:
         parser.error(f"--base {base} is not one of the encoders: {', '.join(encoders)}")
+    task_encoders = _trained_model(args.model) if args.model else None
     results = probe_encoders(
-        encoders, tasks, base, args.batch_size, args.feature_cache, args.device, args.steps
+        encoders,
+        tasks,
+        base,
+        args.batch_size,
+        args.feature_cache,
+        args.device,
+        args.steps,
+        task_encoders,
     )
     table = markdown(results)
     print(table)

@@ -10,9 +10,17 @@ import pytest
 import torch
 
 from speechbrain_mowe.dataio import manifest_row, save_audio, write_manifest
-from speechbrain_mowe.lobes import TinyConvEncoder, save_encoder
+from speechbrain_mowe.lobes import (
+    LanguageModel,
+    MoWEEncoder,
+    SequenceCNNProjector,
+    TinyConvEncoder,
+    save_encoder,
+)
 from speechbrain_mowe.lobes.encoders import AudioEncoder
-from speechbrain_mowe.probe import encode, main, probe_encoders, read_clips
+from speechbrain_mowe.model import MoWEAudioLLM
+from speechbrain_mowe.probe import WhatTheLLMReads, encode, main, probe_encoders, read_clips
+from speechbrain_mowe.tiny import make_tiny_llm
 
 SIZES = {"train": 40, "valid": 20, "test": 20}
 
@@ -85,6 +93,35 @@ def test_a_batch_gives_each_clip_the_features_it_gets_alone(corpus):
     encoder = TinyConvEncoder()
     batched, alone = encode(encoder, clips, batch_size=8), encode(encoder, clips, batch_size=1)
     assert batched.shape == (20, 2 * encoder.output_dim)
+    assert torch.allclose(batched, alone, atol=1e-5)
+
+
+def test_what_a_model_s_llm_reads_is_probed_per_task_and_never_cached(corpus, tmp_path):
+    torch.manual_seed(0)
+    llm = LanguageModel(make_tiny_llm(tmp_path / "llm"))
+    model = MoWEAudioLLM(
+        MoWEEncoder(TinyConvEncoder(), []),
+        SequenceCNNProjector(64, llm.embedding_dim, 4),
+        llm,
+        tasks=["loudness", "coin"],
+    ).eval()
+    asked = []
+
+    def reads(task):
+        asked.append(task)
+        return WhatTheLLMReads(model, task)
+
+    cache = tmp_path / "cache"
+    results = probe_encoders(
+        {}, _tasks(corpus), cache_folder=cache, steps=50, task_encoders={"model": reads}
+    )
+    assert asked == ["loudness", "coin"] and results["encoders"] == ["model"]
+    assert results["tasks"]["loudness"]["probes"]["model"]["test"] >= 95.0
+    assert results["tasks"]["coin"]["probes"]["model"]["test"] <= 70.0
+    assert not cache.exists()  # a model's features depend on the task: never cached
+    clips = read_clips(corpus / "loudness_valid.csv", corpus)
+    batched, alone = (encode(reads("loudness"), clips, batch_size=b) for b in (8, 1))
+    assert batched.shape == (20, 2 * llm.embedding_dim)
     assert torch.allclose(batched, alone, atol=1e-5)
 
 
