@@ -76,6 +76,27 @@ def artifact_folder(root, kind: str, options: Mapping[str, Any]) -> str:
     return os.path.join(root, f"{kind}-{options_digest(options)}")
 
 
+def artifact_identity(path) -> str:
+    """What names the artifact at ``path`` wherever it lies: the name of a
+    folder made by :func:`artifact_folder` (``<kind>-<digest>``, which its
+    options determine), else the absolute path. Options that name another
+    artifact use it, so that a relative and an absolute path, or a moved
+    experiment folder, give the same digest.
+
+    Example
+    -------
+    >>> artifact_identity("results/1986/corpus/synthetic-466df24a7b7c")
+    'synthetic-466df24a7b7c'
+    >>> artifact_identity("/data/../data/my_corpus")
+    '/data/my_corpus'
+    """
+    name = Path(path).name
+    kind, _, digest = name.rpartition("-")
+    if kind and len(digest) == DIGEST_LENGTH and all(c in "0123456789abcdef" for c in digest):
+        return name
+    return os.path.abspath(path)
+
+
 def prepared_artifact(
     root,
     kind: str,
