@@ -94,6 +94,23 @@ class ModelOutput(NamedTuple):
 LOSS_NORMALISATIONS = ("token", "example", "task")
 
 
+def check_loss_normalisation(normalisation: str) -> None:
+    """Refuses a name that is not one of :data:`LOSS_NORMALISATIONS`.
+
+    Example
+    -------
+    >>> check_loss_normalisation("tokens")
+    Traceback (most recent call last):
+     ...
+    ValueError: loss_normalisation must be one of token, example, task, got 'tokens'
+    """
+    if normalisation not in LOSS_NORMALISATIONS:
+        raise ValueError(
+            f"loss_normalisation must be one of {', '.join(LOSS_NORMALISATIONS)}, "
+            f"got {normalisation!r}"
+        )
+
+
 def answer_loss(
     sums: torch.Tensor,
     tokens: torch.Tensor,
@@ -130,10 +147,7 @@ def answer_loss(
      ...
     ValueError: normalisation='task' needs the task_ids of the examples
     """
-    if normalisation not in LOSS_NORMALISATIONS:
-        raise ValueError(
-            f"normalisation must be one of {', '.join(LOSS_NORMALISATIONS)}, got {normalisation!r}"
-        )
+    check_loss_normalisation(normalisation)
     tokens = tokens.to(sums.dtype)
     if normalisation == "token":
         return sums.sum() / tokens.sum().clamp(min=1)

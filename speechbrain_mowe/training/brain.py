@@ -41,7 +41,7 @@ from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, registe
 from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
 
 from speechbrain_mowe.dataio import DurationBatchSampler, EmptyBatch, FeatureCache
-from speechbrain_mowe.model import LOSS_NORMALISATIONS, Decoding, ModelOutput, MoWEAudioLLM
+from speechbrain_mowe.model import Decoding, ModelOutput, MoWEAudioLLM, check_loss_normalisation
 from speechbrain_mowe.tasks import get_task
 from speechbrain_mowe.training.distributed import all_reduce_sum, gather_objects
 from speechbrain_mowe.training.evaluation import Evaluation, EvaluationResult
@@ -126,11 +126,7 @@ class MoWEBrain(sb.Brain):
                  if hasattr(self.hparams, key)}  # fmt: skip
         self.decoding = Decoding(**given)
         self.loss_normalisation = getattr(self.hparams, "loss_normalisation", "token")
-        if self.loss_normalisation not in LOSS_NORMALISATIONS:
-            raise ValueError(
-                f"loss_normalisation must be one of {', '.join(LOSS_NORMALISATIONS)}, "
-                f"got {self.loss_normalisation!r}"
-            )
+        check_loss_normalisation(self.loss_normalisation)  # at start-up, not at the first step
         self.evaluation = None
         self.test_results: Dict[str, EvaluationResult] = {}
 
