@@ -49,6 +49,10 @@ from speechbrain_mowe.training.tally import EpochTally
 
 logger = logging.getLogger(__name__)
 
+#: The checkpoint meta key of the validation loss that chooses the kept
+#: checkpoint (see ``selection_normalisation`` in :class:`MoWEBrain`).
+SELECTION_KEY = "selection_loss"
+
 
 class UnusableTrainingData(ValueError):
     """Too many clips of a training epoch could not be read."""
@@ -100,6 +104,13 @@ class MoWEBrain(sb.Brain):
     - ``loss_normalisation``: how the answer loss averages the answer tokens
       of a batch, in training and validation: ``token`` (the default), ``example``
       or ``task`` (see :func:`~speechbrain_mowe.model.answer_loss`);
+    - ``selection_normalisation``: which validation loss chooses the kept
+      checkpoint (:data:`SELECTION_KEY` in its meta; default: as
+      ``loss_normalisation``): the answer loss averaged per ``token``,
+      ``example`` or ``task``, over the tasks the epoch trained
+      (:meth:`~speechbrain_mowe.training.evaluation.Evaluation.loss`); an
+      ``epoch_counter`` with ``update_metric`` (SpeechBrain's
+      ``EpochCounterWithStopper``) is given it too, to stop early;
     - ``stage_name``: the training stage, named in the log
       (:mod:`~speechbrain_mowe.training.stages`).
 
@@ -126,7 +137,11 @@ class MoWEBrain(sb.Brain):
                  if hasattr(self.hparams, key)}  # fmt: skip
         self.decoding = Decoding(**given)
         self.loss_normalisation = getattr(self.hparams, "loss_normalisation", "token")
-        check_loss_normalisation(self.loss_normalisation)  # at start-up, not at the first step
+        self.selection_normalisation = getattr(
+            self.hparams, "selection_normalisation", self.loss_normalisation
+        )
+        for normalisation in (self.loss_normalisation, self.selection_normalisation):
+            check_loss_normalisation(normalisation)  # at start-up, not at the first step
         self.evaluation = None
         self.test_results: Dict[str, EvaluationResult] = {}
 
@@ -354,14 +369,37 @@ class MoWEBrain(sb.Brain):
         name = "valid" if stage == sb.Stage.VALID else "test"
         result = self.evaluation.finish(name, self.scorer_options)
         if stage == sb.Stage.VALID:
+            selection = self._selection_loss()
+            counter = self.hparams.epoch_counter
+            if hasattr(counter, "update_metric"):  # e.g. SpeechBrain's EpochCounterWithStopper
+                counter.update_metric(selection)
             lr = self.optimizer.param_groups[0]["lr"] if hasattr(self, "optimizer") else None
             stage = getattr(self.hparams, "stage_name", None)
             self.hparams.train_logger.log_stats(
                 stats_meta={**({"stage": stage} if stage else {}), "epoch": epoch, "lr": lr},
                 train_stats=self.train_stats,
-                valid_stats=result.log_stats(),
+                valid_stats={**result.log_stats(), SELECTION_KEY: round(selection, 6)},
             )
-            self.checkpointer.save_and_keep_only(meta={"loss": result.loss}, min_keys=["loss"])
+            self.checkpointer.save_and_keep_only(
+                meta={"loss": result.loss, SELECTION_KEY: selection}, min_keys=[SELECTION_KEY]
+            )
+
+    def _selection_loss(self) -> float:
+        """The validation loss that chooses checkpoints: averaged as
+        ``selection_normalisation`` says, over the validation examples of the
+        tasks this epoch trained (of every task when it trained none of them)."""
+        trained = set(self.tally.trained_tasks())
+        validated = {record["task"] for record in self.evaluation.records}
+        return self.evaluation.loss(self.selection_normalisation, trained & validated or None)
+
+    def selection_key(self) -> str:
+        """The meta key that chooses among the run's checkpoints:
+        :data:`SELECTION_KEY`, or ``loss`` for a run all of whose checkpoints
+        were saved before it existed (the token-mean validation loss)."""
+        checkpoints = self.checkpointer.list_checkpoints()
+        if checkpoints and not any(SELECTION_KEY in c.meta for c in checkpoints):
+            return "loss"
+        return SELECTION_KEY
 
     def evaluate(self, test_set, name: str = "test", **kwargs) -> EvaluationResult:
         """SpeechBrain's ``evaluate`` on the test set ``name``: logs its scores,

@@ -16,8 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import torch
+
 from speechbrain_mowe.benchmark_formats import benchmark_format
 from speechbrain_mowe.dataio import SkippedClips
+from speechbrain_mowe.model import answer_loss
 from speechbrain_mowe.tasks import get_task
 from speechbrain_mowe.training.distributed import gather_objects
 from speechbrain_mowe.training.tally import expert_shares, format_shares
@@ -227,6 +230,38 @@ class Evaluation:
         groups = [group for group, _ in self.scorers]
         self.result = EvaluationResult(name, loss, groups, self._routing())
         return self.result
+
+    def loss(self, normalisation: str = "token", tasks: Optional[Sequence[str]] = None) -> float:
+        """The answer loss of the records, averaged as training averages a
+        batch's (:func:`speechbrain_mowe.model.answer_loss`), over the examples
+        of ``tasks`` (default: every example; NaN when none is of them).
+
+        A checkpoint chosen on the ``token`` mean of a multi-task set is chosen
+        mostly by its long answers (transcripts, captions); the ``task`` mean
+        weighs each task alike, and ``tasks`` leaves out those a stage of
+        training does not train.
+
+        Example
+        -------
+        >>> evaluation = Evaluation([], decoding=False)
+        >>> evaluation.records = [
+        ...     {"task": "asr", "loss_sum": 8.0, "tokens": 8},
+        ...     {"task": "er", "loss_sum": 1.0, "tokens": 1},
+        ...     {"task": "er", "loss_sum": 3.0, "tokens": 1}]
+        >>> evaluation.loss("token"), evaluation.loss("task"), evaluation.loss("task", ["er"])
+        (1.2, 1.5, 2.0)
+        """
+        records = [r for r in self.records if tasks is None or r["task"] in tasks]
+        if not records:
+            return float("nan")
+        names = sorted({r["task"] for r in records})
+        loss = answer_loss(
+            torch.tensor([r["loss_sum"] for r in records], dtype=torch.float64),
+            torch.tensor([r["tokens"] for r in records]),
+            torch.tensor([names.index(r["task"]) for r in records]),
+            normalisation,
+        )
+        return round(float(loss), 10)
 
     def _score(self, scorer_options: Mapping[str, Mapping]) -> List[Tuple[ScoreGroup, Any]]:
         grouped = defaultdict(list)

@@ -357,9 +357,11 @@ def _finish(hparams: Dict, brain: MoWEBrain, data: ExperimentData, folder=None) 
     ``folder`` None, scores the test sets first and writes into ``output_folder``."""
     if folder is None:
         for name, (dataset, kwargs) in data.tests.items():
-            brain.evaluate(dataset, name=name, min_key="loss", test_loader_kwargs=kwargs)
+            brain.evaluate(
+                dataset, name=name, min_key=brain.selection_key(), test_loader_kwargs=kwargs
+            )
     else:
-        brain.checkpointer.recover_if_possible(min_key="loss")
+        brain.checkpointer.recover_if_possible(min_key=brain.selection_key())
     model = brain.model
     run_on_main(
         write_inference_folder,

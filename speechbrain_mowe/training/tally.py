@@ -1,6 +1,6 @@
 """What a training epoch counts: losses and routing per task, skipped work."""
 
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 
@@ -87,6 +87,18 @@ class EpochTally:
         self.skipped.reset()
         for part in parts:
             self.skipped.merge(part)
+
+    def trained_tasks(self) -> List[str]:
+        """The tasks of the epoch's answer tokens so far, in task-id order.
+
+        Example
+        -------
+        >>> tally = EpochTally(["asr", "er", "aac"], [])
+        >>> tally.add(torch.tensor([2, 0]), torch.tensor([1.0, 2.0]), torch.tensor([1, 2]))
+        >>> tally.trained_tasks()
+        ['asr', 'aac']
+        """
+        return [task for task, tokens in zip(self.tasks, self.tokens.tolist()) if tokens > 0]
 
     def summary(self) -> Dict:
         """Loss per task and the share of each expert per task, for the train log."""
