@@ -416,19 +416,34 @@ def _trained_model(folder: str) -> Dict[str, Callable[[str], torch.nn.Module]]:
     return {"model": reads}
 
 
+def family_encoders(
+    family: str,
+    sources: Mapping[str, str],
+    settings: Optional[Mapping] = None,
+    frozen_only: bool = False,
+) -> Dict[str, AudioEncoder]:
+    """A model family's encoders, named as the model names them: ``base``,
+    then each weak encoder ``<index>:<class>``
+    (:attr:`MoWEAudioLLM.experts <speechbrain_mowe.model.MoWEAudioLLM.experts>`);
+    with ``frozen_only``, only those training leaves as they are (what a probe
+    tells of them holds for the trained model too)."""
+    from speechbrain_mowe.families import load_family
+
+    model = load_family(family, dict(sources), settings=settings)
+    mowe = model.mowe_encoder
+    encoders = {"base": mowe.base} if mowe.freeze_base or not frozen_only else {}
+    if mowe.freeze_weak or not frozen_only:
+        encoders.update(zip(model.experts, mowe.weak_pool))
+    return encoders
+
+
 def _encoders(args, parser) -> Dict[str, AudioEncoder]:
     """The encoders of the command line: a family's base and pool, and ``--encoder``s."""
     encoders = {}
     if args.family:
-        from speechbrain_mowe.families import load_family
-
         sources = _yaml(args.sources, "--sources", parser) or {}
-        model = load_family(
-            args.family, sources, settings=_yaml(args.settings, "--settings", parser)
-        )
-        encoders["base"] = model.mowe_encoder.base
-        for index, weak in enumerate(model.mowe_encoder.weak_pool):
-            encoders[f"{index}:{type(weak).__name__}"] = weak
+        settings = _yaml(args.settings, "--settings", parser)
+        encoders.update(family_encoders(args.family, sources, settings))
     for given in args.encoder:
         name, _, spec = given.partition("=")
         if not name or not spec:

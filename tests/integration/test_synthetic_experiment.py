@@ -176,5 +176,13 @@ def test_compare_report_and_figure_are_saved(compared):
     assert "Paired difference to conv_base_only" in report
     assert "Weak encoders chosen per task (conv_mowe, test split, mean over seeds):" in report
     assert "Total wall time:" in report
+    # er beside the linear probe of the frozen base (the weak encoders train: not probed)
+    probes = json.loads((experiment / "comparison.json").read_text())["probes"]
+    assert probes["encoders"] == ["base"] and list(probes["tasks"]) == ["er"]
+    ceiling = next(line for line in table if line.startswith("| er | 25.0 |"))
+    base = probes["tasks"]["er"]["probes"]["base"]["test"]
+    accuracy = [summary[s]["metrics"]["er/WA"] for s in ("conv_base_only", "conv_mowe")]
+    cells = [f"{a['mean']:.2f} ± {a['std']:.2f}" for a in accuracy] + [f"{base:.1f}", "", ""]
+    assert ceiling == "| er | 25.0 | " + " | ".join(cells) + " |"
     figure = (experiment / "comparison.png").read_bytes()
     assert figure.startswith(b"\x89PNG") and len(figure) > 10_000

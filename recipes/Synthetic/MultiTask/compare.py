@@ -10,7 +10,9 @@ encoders' features are computed once and shared through the feature cache.
 Then it reports, on the test split, each task's metrics per system (mean and
 standard deviation over the seeds), each system's paired difference to the
 first system (per seed, then mean and standard deviation), the weak encoders
-each task chose, and the wall times; and writes them to
+each task chose, each classification task's accuracy beside linear probes of
+the frozen encoders (``compare_probe``: the base, the best weak encoder, the
+base with it), and the wall times; and writes them to
 ``<experiment_folder>/comparison.md``, ``comparison.json`` and a figure,
 ``comparison.png`` (metrics with their spread, routing shares). The trained
 models stay in ``<experiment_folder>/<system>/seed_<seed>/`` and load with
@@ -35,6 +37,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_mowe.errors import run_main
+from speechbrain_mowe.probe import SPLITS, family_encoders, probe_encoders, read_clips
 from speechbrain_mowe.tasks import get_task
 from speechbrain_mowe.training import setup_experiment
 
@@ -148,6 +151,68 @@ def comparison_tables(summary: Dict, tasks, chance: Mapping[str, float]) -> List
     return lines
 
 
+def probe_ceilings(settings: Dict, run_opts: Dict, families: Sequence[str], tasks) -> Dict:
+    """Linear probes (:mod:`speechbrain_mowe.probe`) of the frozen encoders of
+    ``families`` (the base, then each pool's weak encoders; a name two families
+    share is probed once) on the corpus's ``tasks``: what a model reading those
+    features could tell, beside what the trained systems answer. The features
+    come from the training's feature cache."""
+    sources = train.model_sources(settings, run_opts)
+    encoders = {}
+    for family in dict.fromkeys(families):
+        for name, encoder in family_encoders(family, sources, frozen_only=True).items():
+            encoders.setdefault(name, encoder)
+    corpus = Path(settings["corpus_folder"])
+    clips = {
+        task: {split: read_clips(corpus / f"{task}_{split}.csv", settings["data_root"])
+               for split in SPLITS}
+        for task in tasks
+    }  # fmt: skip
+    cache = settings["feature_cache_folder"] if settings.get("cache_features") else None
+    base = "base" if "base" in encoders else None
+    return probe_encoders(encoders, clips, base, cache_folder=cache, device=run_opts["device"])
+
+
+def ceiling_table(probes: Mapping, summary: Mapping) -> List[str]:
+    """Markdown: each probed task's accuracy per system beside its probe
+    ceilings: the base, the best weak encoder and the best base + weak encoder.
+
+    Example
+    -------
+    >>> probes = {"tasks": {"er": {"chance": 25.0, "probes": {
+    ...     "base": {"test": 70.0}, "0:A": {"test": 90.0}, "1:B": {"test": 60.0},
+    ...     "base+0:A": {"test": 95.0}, "base+1:B": {"test": 72.0}}}}}
+    >>> summary = {"base_only": {"metrics": {"er/WA": {"mean": 50.0, "std": None}}}}
+    >>> print("\\n".join(ceiling_table(probes, summary)))
+    | task | chance | base_only | probe: base | probe: best weak | probe: base + best weak |
+    |---|---:|---:|---:|---:|---:|
+    | er | 25.0 | 50.00 | 70.0 | 90.0 (0:A) | 95.0 (0:A) |
+    """
+    systems = list(summary)
+    lines = [
+        "| task | chance | " + " | ".join(systems) + " | probe: base | probe: best weak"
+        " | probe: base + best weak |",
+        "|---|---:|" + "---:|" * (len(systems) + 3),
+    ]
+    for task, result in probes["tasks"].items():
+        accuracy = {name: probe["test"] for name, probe in result["probes"].items()}
+        weak = {
+            name: value for name, value in accuracy.items() if "+" not in name and name != "base"
+        }
+        joint = {
+            name[len("base+") :]: value
+            for name, value in accuracy.items()
+            if name.startswith("base+")
+        }
+        cells = [_cell(summary[s]["metrics"][f"{task}/WA"]) for s in systems]
+        cells.append(f"{accuracy['base']:.1f}" if "base" in accuracy else "")
+        for best in (weak, joint):
+            name = max(best, key=best.get) if best else None
+            cells.append(f"{best[name]:.1f} ({name})" if name else "")
+        lines.append(f"| {task} | {result['chance']:.1f} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot(summary: Dict, tasks, chance: Mapping[str, float], path: Path) -> None:
     """Each task's headline metric per system (mean, error bar: the std over
     seeds), and the routing shares per task of each routed system."""
@@ -238,6 +303,11 @@ def main(argv):
         "",
     ]
     lines += comparison_tables(summary, tasks, chance)
+    probes = None
+    if settings.get("compare_probe", True) and chance:
+        probes = probe_ceilings(settings, run_opts, families, list(chance))
+        lines += ["", "Accuracy % beside linear probes of the frozen encoders (test split):", ""]
+        lines += ceiling_table(probes, summary)
     for system, result in summary.items():
         if result["routing"]:
             lines += ["", f"Weak encoders chosen per task ({system}, test split, mean over seeds):"]
@@ -257,7 +327,13 @@ def main(argv):
     print(report)
     (folder / "comparison.md").write_text(report + "\n", encoding="utf-8")
     with open(folder / "comparison.json", "w", encoding="utf-8") as f:
-        data = {"systems": summary, "runs": runs, "chance": chance, "seeds": seeds}
+        data = {
+            "systems": summary,
+            "runs": runs,
+            "chance": chance,
+            "seeds": seeds,
+            "probes": probes,
+        }
         json.dump({**data, "preparation_seconds": prepared, "seconds": total}, f, indent=2)
     return summary
 
