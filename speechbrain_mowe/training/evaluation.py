@@ -224,8 +224,7 @@ class Evaluation:
                     else "it is empty"
                 )
             )
-        tokens = sum(r["tokens"] for r in self.records)
-        loss = sum(r["loss_sum"] for r in self.records) / max(tokens, 1)
+        loss = self.loss("token")
         self.scorers = self._score(scorer_options or {}) if self.decoding else []
         groups = [group for group, _ in self.scorers]
         self.result = EvaluationResult(name, loss, groups, self._routing())
@@ -248,8 +247,9 @@ class Evaluation:
         ...     {"task": "asr", "loss_sum": 8.0, "tokens": 8},
         ...     {"task": "er", "loss_sum": 1.0, "tokens": 1},
         ...     {"task": "er", "loss_sum": 3.0, "tokens": 1}]
-        >>> evaluation.loss("token"), evaluation.loss("task"), evaluation.loss("task", ["er"])
-        (1.2, 1.5, 2.0)
+        >>> [round(evaluation.loss(n, t), 4) for n, t in (("token", None), ("task", None),
+        ...                                               ("task", ["er"]))]
+        [1.2, 1.5, 2.0]
         """
         records = [r for r in self.records if tasks is None or r["task"] in tasks]
         if not records:
@@ -261,7 +261,7 @@ class Evaluation:
             torch.tensor([names.index(r["task"]) for r in records]),
             normalisation,
         )
-        return round(float(loss), 10)
+        return float(loss)
 
     def _score(self, scorer_options: Mapping[str, Mapping]) -> List[Tuple[ScoreGroup, Any]]:
         grouped = defaultdict(list)
