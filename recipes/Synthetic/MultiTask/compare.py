@@ -156,18 +156,19 @@ def probe_ceilings(settings: Dict, run_opts: Dict, families: Sequence[str], task
     ``families`` (the base, then each pool's weak encoders; a name two families
     share is probed once) on the corpus's ``tasks``: what a model reading those
     features could tell, beside what the trained systems answer. The features
-    come from the training's feature cache."""
+    come from the training's feature cache, the clips from the manifests the
+    systems were trained, validated and tested on."""
     sources = train.model_sources(settings, run_opts)
     encoders = {}
     for family in dict.fromkeys(families):
         for name, encoder in family_encoders(family, sources, frozen_only=True).items():
             encoders.setdefault(name, encoder)
-    corpus = Path(settings["corpus_folder"])
+    manifests = dict(zip(SPLITS, (settings["train_data"], settings["valid_data"],
+                                  settings["test_data"]["test"])))  # fmt: skip
     clips = {
-        task: {split: read_clips(corpus / f"{task}_{split}.csv", settings["data_root"])
-               for split in SPLITS}
+        task: {split: read_clips(manifests[split][task], settings["data_root"]) for split in SPLITS}
         for task in tasks
-    }  # fmt: skip
+    }
     cache = settings["feature_cache_folder"] if settings.get("cache_features") else None
     base = "base" if "base" in encoders else None
     return probe_encoders(encoders, clips, base, cache_folder=cache, device=run_opts["device"])
