@@ -26,6 +26,7 @@ from speechbrain_mowe.lobes.pretrained_encoders import (
 )
 from speechbrain_mowe.lobes.projectors import (
     FrameStackProjector,
+    Projector,
     SequenceCNNProjector,
     WindowQFormerProjector,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "InstructionRouter",
     "MoWEEncoder",
     "MoWEOutput",
+    "Projector",
     "Router",
     "Routing",
     "SSLEncoder",

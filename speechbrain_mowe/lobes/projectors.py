@@ -38,7 +38,44 @@ def _prime_factors(n: int):
     return factors
 
 
-class FrameStackProjector(nn.Module):
+class Projector(nn.Module):
+    """What every projector ends with: an optional RMS normalisation of each
+    output embedding, then the padding zeroed.
+
+    Ultravox's projector ends with an RMS normalisation too. Without one, the
+    synthetic experiment's projector grew its outputs to about 70 times the
+    norm of the text embeddings beside them, and the LLM learnt every task
+    less (see the recipe README, "The scale of the audio embeddings").
+
+    Arguments
+    ---------
+    output_dim : int
+        The LLM's embedding width.
+    output_norm : float, optional
+        The initial value of the normalisation's learned gain (the RMS of
+        every output embedding at the start); None: no normalisation.
+    """
+
+    def __init__(self, output_dim: int, output_norm: Optional[float] = None):
+        super().__init__()
+        self.output_norm = None
+        if output_norm is not None:
+            if output_norm <= 0:
+                raise ValueError(f"output_norm must be > 0 or None, got {output_norm}")
+            self.output_norm = nn.RMSNorm(output_dim, eps=1e-6)
+            nn.init.constant_(self.output_norm.weight, output_norm)
+
+    def _finish(
+        self, out: torch.Tensor, out_lens: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Normalises ``out`` (if asked), zeroes each example past its
+        absolute length ``out_lens`` and gives the relative lengths."""
+        if self.output_norm is not None:
+            out = self.output_norm(out)
+        return zero_padding(out, out_lens), to_relative(out_lens, out.shape[1])
+
+
+class FrameStackProjector(Projector):
     """Concatenates ``stack`` consecutive frames, then a two-layer MLP.
 
     Arguments
@@ -49,6 +86,8 @@ class FrameStackProjector(nn.Module):
         Frames per output step (the SpeechBrain SpeechLLM recipe uses 5).
     hidden_dim : int, optional
         MLP width (default ``output_dim``).
+    output_norm : float, optional
+        See :class:`Projector`.
 
     Example
     -------
@@ -59,9 +98,14 @@ class FrameStackProjector(nn.Module):
     """
 
     def __init__(
-        self, input_dim: int, output_dim: int, stack: int = 5, hidden_dim: Optional[int] = None
+        self,
+        input_dim: int,
+        output_dim: int,
+        stack: int = 5,
+        hidden_dim: Optional[int] = None,
+        output_norm: Optional[float] = None,
     ):
-        super().__init__()
+        super().__init__(output_dim, output_norm)
         self.stack = stack
         self.mlp = _mlp(input_dim * stack, hidden_dim or output_dim, output_dim)
 
@@ -74,11 +118,10 @@ class FrameStackProjector(nn.Module):
             zero_padding(feats, valid), (0, 0, 0, steps * self.stack - frames)
         )
         out_lens = -torch.div(-valid, self.stack, rounding_mode="floor")
-        out = self.mlp(feats.reshape(batch, steps, self.stack * dim))
-        return zero_padding(out, out_lens), to_relative(out_lens, steps)
+        return self._finish(self.mlp(feats.reshape(batch, steps, self.stack * dim)), out_lens)
 
 
-class SequenceCNNProjector(nn.Module):
+class SequenceCNNProjector(Projector):
     """Strided 1-D convolutions then a linear layer (MoWE's sequence CNN).
 
     ``downsample`` is split into prime strides, one convolution each (kernel
@@ -92,6 +135,8 @@ class SequenceCNNProjector(nn.Module):
         Time reduction (8 in MoWE).
     hidden_dim : int, optional
         Convolution channels (default ``output_dim``).
+    output_norm : float, optional
+        See :class:`Projector`.
 
     Example
     -------
@@ -99,12 +144,22 @@ class SequenceCNNProjector(nn.Module):
     >>> y, lens = proj(torch.randn(2, 20, 8), torch.tensor([1.0, 0.45]))
     >>> y.shape, lens
     (torch.Size([2, 3, 16]), tensor([1.0000, 0.6667]))
+    >>> proj = SequenceCNNProjector(8, 16, downsample=8, output_norm=0.5)
+    >>> y, lens = proj(torch.randn(2, 20, 8) * 100, torch.tensor([1.0, 0.45]))
+    >>> y.detach().pow(2).mean(-1).sqrt()  # each embedding's RMS (0 past the end)
+    tensor([[0.5000, 0.5000, 0.5000],
+            [0.5000, 0.5000, 0.0000]])
     """
 
     def __init__(
-        self, input_dim: int, output_dim: int, downsample: int = 8, hidden_dim: Optional[int] = None
+        self,
+        input_dim: int,
+        output_dim: int,
+        downsample: int = 8,
+        hidden_dim: Optional[int] = None,
+        output_norm: Optional[float] = None,
     ):
-        super().__init__()
+        super().__init__(output_dim, output_norm)
         if downsample < 1:
             raise ValueError(f"downsample must be >= 1, got {downsample}")
         strides = _prime_factors(downsample) or [1]
@@ -118,10 +173,10 @@ class SequenceCNNProjector(nn.Module):
         """Convolves and projects."""
         valid = to_absolute(lens, feats.shape[1]).to(feats.device)
         out, out_lens = self.convs(feats, valid)
-        return zero_padding(self.out(out), out_lens), to_relative(out_lens, out.shape[1])
+        return self._finish(self.out(out), out_lens)
 
 
-class WindowQFormerProjector(nn.Module):
+class WindowQFormerProjector(Projector):
     """SALMONN's window-level Q-Former.
 
     Frames are cut into windows of ``window`` frames (17 frames, about
@@ -146,6 +201,8 @@ class WindowQFormerProjector(nn.Module):
         Q-Former width.
     num_heads : int
         Attention heads.
+    output_norm : float, optional
+        See :class:`Projector`.
 
     Example
     -------
@@ -164,8 +221,9 @@ class WindowQFormerProjector(nn.Module):
         num_layers: int = 2,
         hidden_dim: int = 768,
         num_heads: int = 12,
+        output_norm: Optional[float] = None,
     ):
-        super().__init__()
+        super().__init__(output_dim, output_norm)
         self.window = window
         self.num_queries = num_queries
         self.input = nn.Linear(input_dim, hidden_dim)
@@ -192,4 +250,4 @@ class WindowQFormerProjector(nn.Module):
         out = self.qformer(queries, memory, memory_key_padding_mask=~keys)
         out = self.out(out).reshape(batch, windows * self.num_queries, -1)
         out_lens = -torch.div(-valid, self.window, rounding_mode="floor") * self.num_queries
-        return zero_padding(out, out_lens), to_relative(out_lens, out.shape[1])
+        return self._finish(out, out_lens)

@@ -203,7 +203,7 @@ def test_widths_and_dtype_are_overridable(sources):
         ("asr", "ast", "er", "aac"),
         {"weak_dim": 16, "qformer_dim": 32, "qformer_heads": 4, "llm_dtype": "float32",
          "long_audio": "refuse", "attn_implementation": None, "gradient_checkpointing": False,
-         "prompt_aware_lora": False},
+         "prompt_aware_lora": False, "projector_norm": 1.0},
     )  # fmt: skip
 
 
