@@ -3,8 +3,9 @@
 The families ship with the package (``speechbrain_mowe/hparams/``, which a
 checkout also shows as the top-level ``hparams/``): ``tiny_mowe``,
 ``mowe_paper``, ``base_only``, ``salmonn_like``, ``wavllm_like``,
-``conv_mowe`` and ``conv_base_only``; any other YAML file of the same shape
-is a family too. A family's top-level keys are of three kinds:
+``conv_mowe``, ``conv_base_only``, ``whisper_mowe`` and
+``whisper_base_only`` (:func:`family_names` lists them); any other YAML file
+of the same shape is a family too. A family's top-level keys are of three kinds:
 
 - **sources**, ``!PLACEHOLDER`` model paths (``whisper_source``,
   ``llm_source``, ...), given as ``sources``;
