@@ -382,8 +382,28 @@ def _finish(hparams: Dict, brain: MoWEBrain, data: ExperimentData, folder=None) 
 
 
 def add_recipe_folder(train_script: str) -> None:
-    """Makes the ``<dataset>_prepare.py`` scripts next to a recipe importable."""
-    recipes = next(p for p in Path(train_script).resolve().parents if p.name == "recipes")
-    for folder in sorted(p for p in recipes.iterdir() if p.is_dir()):
+    """Makes the ``<dataset>_prepare.py`` scripts of a recipe importable.
+
+    In a ``recipes/`` folder (SpeechBrain's ``recipes/<Dataset>/<Task>/train.py``),
+    those of every dataset folder, as a multi-task recipe prepares several
+    datasets; elsewhere, those in the script's folder and the one above it.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp()) / "MyData"
+    >>> (root / "ASR").mkdir(parents=True)
+    >>> _ = (root / "mydata_prepare.py").write_text("")
+    >>> add_recipe_folder(str(root / "ASR" / "train.py"))
+    >>> str(root.resolve()) in sys.path
+    True
+    """
+    script = Path(train_script).resolve()
+    recipes = next((p for p in script.parents if p.name == "recipes"), None)
+    if recipes is None:
+        folders = [script.parent, script.parent.parent]
+    else:
+        folders = sorted(p for p in recipes.iterdir() if p.is_dir())
+    for folder in folders:
         if str(folder) not in sys.path and any(folder.glob("*_prepare.py")):
             sys.path.append(os.fspath(folder))
