@@ -91,7 +91,7 @@ def test_settings_from_anywhere_are_rebuilt(tmp_path, corpus, whisper_dir, llama
     assert dict(written["model_settings"]) == {
         "weak_dim": 48, "top_k": 2, "aux_weight": 0.1, "long_audio": "refuse",
         "attn_implementation": None, "gradient_checkpointing": False,
-        "prompt_aware_lora": False,
+        "prompt_aware_lora": False, "projector_norm": 1.0,
     }  # fmt: skip
     rebuilt = _fresh_process(out, corpus)
     assert (rebuilt["top_k"], rebuilt["weak_dim"]) == (2, 48)

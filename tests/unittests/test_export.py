@@ -51,7 +51,7 @@ def test_paths_are_made_absolute_and_settings_reach_the_family(
     assert dict(written["model_settings"]) == {
         "weak_dim": 24, "top_k": 2, "aux_weight": 0.1, "long_audio": "refuse",
         "attn_implementation": None, "gradient_checkpointing": False,
-        "prompt_aware_lora": False,
+        "prompt_aware_lora": False, "projector_norm": 1.0,
     }  # fmt: skip
     assert written["model"]["text"] == (tmp_path / "family.yaml").read_text()
     (tmp_path / "family.yaml").write_text("broken: [")
