@@ -54,6 +54,13 @@ class Projector(nn.Module):
     output_norm : float, optional
         The initial value of the normalisation's learned gain (the RMS of
         every output embedding at the start); None: no normalisation.
+
+    Example
+    -------
+    >>> proj = Projector(4, output_norm=2.0)
+    >>> out, lens = proj._finish(torch.full((1, 3, 4), 10.0), torch.tensor([2]))
+    >>> out[0, :, 0].detach(), lens
+    (tensor([2., 2., 0.]), tensor([0.6667]))
     """
 
     def __init__(self, output_dim: int, output_norm: Optional[float] = None):
